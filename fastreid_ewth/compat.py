@@ -1,0 +1,254 @@
+"""Make fastreid 1.4.0 work on Python >= 3.10, torch >= 2 and numpy >= 1.24.
+
+fastreid's only release was written for torch 1.13 / Python 3.8. This module is the one place that
+reaches into its internals; every patch below names the breakage it fixes and has a test in
+``tests/test_compat.py``. Nothing on disk is edited: the fixes are applied in memory by
+``apply()``, which ``import fastreid_ewth`` calls before any fastreid module is imported.
+
+Patches are applied in two phases: the first three must be in place *before* fastreid's modules are
+imported (they fix import-time errors); the rest replace functions inside imported modules.
+"""
+import collections
+import collections.abc
+import functools
+import logging
+import os
+import sys
+import types
+
+logger = logging.getLogger(__name__)
+
+#: name -> one-line description of the breakage, filled by ``apply()``; shown by ``describe()``.
+APPLIED = {}
+
+
+def _record(name, breakage):
+    APPLIED[name] = breakage
+
+
+# --------------------------------------------------------------------------------------------------
+# Phase 1: import-time breakages
+# --------------------------------------------------------------------------------------------------
+def _patch_torch_six():
+    """``ModuleNotFoundError: No module named 'torch._six'`` (fastreid/data/build.py, torch >= 2.0).
+
+    ``torch._six`` was removed in torch 2.0; fastreid only needs ``string_classes`` from it.
+    """
+    if "torch._six" in sys.modules:
+        return
+    try:
+        import torch._six  # noqa: F401  (old torch: nothing to do)
+        return
+    except ImportError:
+        pass
+    six = types.ModuleType("torch._six")
+    six.string_classes = (str, bytes)
+    six.int_classes = int
+    six.inf = float("inf")
+    six.nan = float("nan")
+    sys.modules["torch._six"] = six
+    import torch
+
+    torch._six = six
+    _record("torch_six", "ModuleNotFoundError: No module named 'torch._six' (torch >= 2.0)")
+
+
+def _patch_collections_abc():
+    """``ImportError: cannot import name 'Mapping' from 'collections'`` (Python >= 3.10).
+
+    fastreid/data/build.py and fastreid/evaluation/testing.py import the ABCs from ``collections``.
+    """
+    patched = False
+    for name in ("Mapping", "MutableMapping", "Sequence", "Iterable", "Callable"):
+        if not hasattr(collections, name):
+            setattr(collections, name, getattr(collections.abc, name))
+            patched = True
+    if patched:
+        _record("collections_abc", "ImportError: cannot import name 'Mapping' from 'collections' (Python >= 3.10)")
+
+
+def _patch_numpy_aliases():
+    """``AttributeError: module 'numpy' has no attribute 'bool'`` (numpy 1.24 - 1.26).
+
+    fastreid's Python rank evaluation uses ``np.bool``; numpy 1.24 removed it and numpy 2 brought it
+    back as an alias of ``np.bool_``, so only the 1.24 - 1.26 range needs the alias.
+    """
+    import numpy as np
+
+    try:
+        np.bool  # noqa: B018
+    except AttributeError:
+        np.bool = bool
+        _record("numpy_bool", "AttributeError: module 'numpy' has no attribute 'bool' (numpy 1.24 - 1.26)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Phase 2: run-time breakages inside fastreid modules
+# --------------------------------------------------------------------------------------------------
+def _patch_cpu_data_loader():
+    """``RuntimeError`` from ``torch.cuda.Stream`` in ``DataLoaderX.__init__`` on a machine without CUDA.
+
+    fastreid's loaders always build ``DataLoaderX``, which creates a CUDA stream and copies every batch to
+    the GPU from a background thread. Without CUDA we hand out a plain ``torch.utils.data.DataLoader``;
+    the model moves batches to its device itself. With CUDA, fastreid's prefetching loader is kept.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from fastreid.data import build as data_build
+
+    original = getattr(data_build, "_ewth_original_DataLoaderX", data_build.DataLoaderX)
+
+    def make_loader(local_rank, **kwargs):
+        if torch.cuda.is_available():
+            return original(local_rank, **kwargs)
+        kwargs["pin_memory"] = False
+        return DataLoader(**kwargs)
+
+    data_build._ewth_original_DataLoaderX = original
+    data_build.DataLoaderX = make_loader
+    _record("cpu_data_loader", "RuntimeError from torch.cuda.Stream() in DataLoaderX on a machine without CUDA")
+
+
+def _patch_optimizer_zero_grad():
+    """Training silently does nothing on torch >= 2.0 (``zero_grad`` defaults to ``set_to_none=True``).
+
+    fastreid's ``build_optimizer`` wraps the parameters in ``ContiguousParams``: every parameter is a view
+    of one flat buffer per group and the optimizer only sees those buffers, whose ``.grad`` is a flat
+    gradient buffer the parameters' gradients are views of. ``zero_grad(set_to_none=True)`` drops that
+    ``.grad``; backward still writes the views (now never zeroed), the optimizer sees ``grad is None``
+    and skips every group: losses are logged, no weight changes. We make ``zero_grad`` of optimizers
+    built over contiguous buffers zero the buffer in place instead of dropping it.
+    """
+    from fastreid import solver
+    from fastreid.solver import build as solver_build
+    from fastreid.utils.params import ContiguousParams
+
+    original = getattr(solver_build, "_ewth_original_build_optimizer", solver_build.build_optimizer)
+
+    @functools.wraps(original)
+    def build_optimizer(cfg, model, contiguous=True):
+        optimizer, param_wrapper = original(cfg, model, contiguous=contiguous)
+        if isinstance(param_wrapper, ContiguousParams):
+            optimizer.zero_grad = functools.partial(optimizer.zero_grad, set_to_none=False)
+        return optimizer, param_wrapper
+
+    solver_build._ewth_original_build_optimizer = original
+    solver_build.build_optimizer = build_optimizer
+    solver.build_optimizer = build_optimizer
+    # DefaultTrainer.build_optimizer calls the name bound in fastreid.engine.defaults
+    defaults = sys.modules.get("fastreid.engine.defaults")
+    if defaults is not None:
+        defaults.build_optimizer = build_optimizer
+    _record("optimizer_zero_grad", "weights never change on torch >= 2.0: zero_grad(set_to_none=True) "
+                                   "drops the ContiguousParams gradient buffer")
+
+
+def _patch_evaluator_compile():
+    """The evaluator runs ``make`` inside site-packages at first use and calls ``sys.exit(1)`` on failure.
+
+    ``ReidEvaluator.__init__`` compiles fastreid's Cython ranking code into the installed package (needs
+    Cython, a compiler and a writable environment) and exits the whole process when that fails. We never
+    compile: if a compiled module is already importable fastreid uses it, otherwise its Python path.
+    """
+    from fastreid.evaluation import reid_evaluation
+
+    def _compile_dependencies(self):
+        return None
+
+    reid_evaluation.ReidEvaluator._compile_dependencies = _compile_dependencies
+    _record("evaluator_compile", "ReidEvaluator compiles Cython into site-packages and sys.exit(1)s on failure")
+
+
+def _patch_checkpoint_weights_only():
+    """``UnpicklingError: Weights only load failed`` when loading fastreid checkpoints (torch >= 2.6).
+
+    torch 2.6 made ``torch.load(weights_only=True)`` the default; fastreid's checkpoints hold the scheduler
+    and iteration state as plain Python objects. The checkpointer loads files the user points it at
+    (their own runs), so we load them as fastreid 1.4.0 did.
+    """
+    import torch
+
+    from fastreid.utils.checkpoint import Checkpointer
+
+    def _load_file(self, f):
+        return torch.load(f, map_location=torch.device("cpu"), weights_only=False)
+
+    Checkpointer._load_file = _load_file
+    _record("checkpoint_weights_only", "UnpicklingError: Weights only load failed (torch >= 2.6 default)")
+
+
+PRETRAIN_TIMEOUT_S = 20
+
+
+def _patch_pretrained_download():
+    """ResNet ImageNet weights: ``ModuleNotFoundError: No module named 'gdown'``, or a hang offline.
+
+    fastreid downloads ImageNet weights with ``gdown`` (not a dependency) and, with it, retries
+    indefinitely on a machine without internet. We download once, with a timeout, into torch's hub cache
+    (written to a temporary file and renamed), and otherwise fail at once saying how to pass
+    ``MODEL.BACKBONE.PRETRAIN_PATH``.
+    """
+    from fastreid.modeling.backbones import resnet
+
+    resnet.init_pretrained_weights = functools.partial(_load_imagenet_weights, resnet.model_urls)
+    _record("pretrained_download", "ModuleNotFoundError: No module named 'gdown' / endless retries offline")
+
+
+def _load_imagenet_weights(model_urls, key):
+    import urllib.request
+
+    import torch
+
+    url = model_urls[key]
+    cache_dir = os.path.join(torch.hub.get_dir(), "checkpoints")
+    cached = os.path.join(cache_dir, os.path.basename(url))
+    if not os.path.isfile(cached):
+        logger.info("ImageNet weights not in %s; downloading %s", cached, url)
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = cached + ".part.{}".format(os.getpid())
+        try:
+            with urllib.request.urlopen(url, timeout=PRETRAIN_TIMEOUT_S) as response, open(tmp, "wb") as out:
+                while True:
+                    chunk = response.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+            os.replace(tmp, cached)
+        except Exception as e:  # any network failure ends the same way: tell the user what to do
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise RuntimeError(
+                "ImageNet weights for backbone depth {key!r} are not on disk ({cached}) and could not be "
+                "downloaded from {url} ({err}). Download that file on a machine with internet and pass it with "
+                "`MODEL.BACKBONE.PRETRAIN_PATH /path/to/{name}`, copy it to {cached}, or train from scratch "
+                "with `MODEL.BACKBONE.PRETRAIN False`.".format(
+                    key=key, cached=cached, url=url, err=e, name=os.path.basename(url))
+            ) from None
+    return torch.load(cached, map_location=torch.device("cpu"))
+
+
+_applied = False
+
+
+def apply():
+    """Apply every patch once. Safe to call again."""
+    global _applied
+    if _applied:
+        return
+    _patch_torch_six()
+    _patch_collections_abc()
+    _patch_numpy_aliases()
+    import fastreid.engine  # noqa: F401  (imports data, evaluation, solver, modeling)
+
+    _patch_cpu_data_loader()
+    _patch_optimizer_zero_grad()
+    _patch_evaluator_compile()
+    _patch_checkpoint_weights_only()
+    _patch_pretrained_download()
+    _applied = True
+
+
+def describe():
+    """Return ``{patch name: breakage it fixes}`` for the patches in effect."""
+    return dict(APPLIED)

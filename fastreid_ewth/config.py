@@ -1,0 +1,28 @@
+"""Config keys added by fastreid_ewth (``add_ewth_config``)."""
+from fastreid.config import CfgNode as CN
+
+
+def add_ewth_config(cfg):
+    """Add this package's keys to a fastreid config (in place, returns it). Safe to call twice."""
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+
+    if "EWTH" not in cfg.MODEL.LOSSES:
+        # EWTH loss family (SPEC §1); margins <= 0 mean soft margin for every term.
+        cfg.MODEL.LOSSES.EWTH = CN()
+        cfg.MODEL.LOSSES.EWTH.VARIANT = "HNEWTH"
+        cfg.MODEL.LOSSES.EWTH.MARGIN = 0.3
+        cfg.MODEL.LOSSES.EWTH.MEAN_NEG_MARGIN = 0.3
+        cfg.MODEL.LOSSES.EWTH.EW_MARGIN = 0.3
+        cfg.MODEL.LOSSES.EWTH.EW_THRESHOLD = 0.1
+        cfg.MODEL.LOSSES.EWTH.NORM_FEAT = "none"
+        cfg.MODEL.LOSSES.EWTH.SCALE = 1.0
+
+    if "SYNTH" not in cfg.DATASETS:
+        # SynthReID generator (fastreid_ewth/data/synth_reid.py)
+        cfg.DATASETS.SYNTH = CN()
+        cfg.DATASETS.SYNTH.SEED = 0
+
+    if frozen:
+        cfg.freeze()
+    return cfg
