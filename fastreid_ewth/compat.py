@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import types
+import warnings
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +247,9 @@ def apply():
     _patch_evaluator_compile()
     _patch_checkpoint_weights_only()
     _patch_pretrained_download()
+    # fastreid's ToTensor builds every image through torch.ByteStorage, which torch >= 2 reports as
+    # deprecated from each loader worker; the call still works, the message only buries the logs.
+    warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
     _applied = True
 
 

@@ -18,10 +18,9 @@ def add_ewth_config(cfg):
         cfg.MODEL.LOSSES.EWTH.NORM_FEAT = "none"
         cfg.MODEL.LOSSES.EWTH.SCALE = 1.0
 
-    if "SYNTH" not in cfg.DATASETS:
-        # SynthReID generator (fastreid_ewth/data/synth_reid.py)
-        cfg.DATASETS.SYNTH = CN()
-        cfg.DATASETS.SYNTH.SEED = 0
+    if "SEED" not in cfg:
+        # fastreid seeds python/numpy/torch at random; SEED >= 0 fixes them (rank r uses SEED + r)
+        cfg.SEED = -1
 
     if frozen:
         cfg.freeze()

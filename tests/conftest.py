@@ -1,0 +1,60 @@
+import os
+import pathlib
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# fastreid reads FASTREID_DATASETS when its data module is imported: fix it before anything imports it.
+# SynthReID is generated there once (a few seconds) and reused by later runs.
+os.environ.setdefault("FASTREID_DATASETS", str(REPO / "datasets"))
+
+import pytest  # noqa: E402
+
+import fastreid_ewth  # noqa: E402,F401
+
+
+@pytest.fixture(scope="session")
+def datasets_root():
+    from fastreid_ewth.data import ensure_synth_reid
+
+    root = os.environ["FASTREID_DATASETS"]
+    ensure_synth_reid(root)
+    return root
+
+
+@pytest.fixture
+def python():
+    return sys.executable
+
+
+def stock_baseline_cfg(output_dir, **overrides):
+    """A small fastreid stock ``Baseline`` (ResNet-18, CE + triplet) on SynthReID, for CPU tests."""
+    from fastreid.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.merge_from_list([
+        "MODEL.DEVICE", "cpu",
+        "MODEL.BACKBONE.DEPTH", "18x",
+        "MODEL.BACKBONE.FEAT_DIM", 512,
+        "MODEL.BACKBONE.PRETRAIN", False,
+        "MODEL.LOSSES.NAME", ("CrossEntropyLoss", "TripletLoss"),
+        "MODEL.LOSSES.TRI.HARD_MINING", True,
+        "INPUT.SIZE_TRAIN", [64, 32],
+        "INPUT.SIZE_TEST", [64, 32],
+        "INPUT.REA.ENABLED", False,
+        "DATASETS.NAMES", ("SynthReID",),
+        "DATASETS.TESTS", ("SynthReID",),
+        "DATALOADER.SAMPLER_TRAIN", "NaiveIdentitySampler",
+        "DATALOADER.NUM_INSTANCE", 4,
+        "DATALOADER.NUM_WORKERS", 0,
+        "SOLVER.OPT", "Adam",
+        "SOLVER.BASE_LR", 3.5e-4,
+        "SOLVER.IMS_PER_BATCH", 32,
+        "SOLVER.MAX_EPOCH", 1,
+        "SOLVER.WARMUP_ITERS", 0,
+        "TEST.IMS_PER_BATCH", 128,
+        "OUTPUT_DIR", str(output_dir),
+    ])
+    for key, value in overrides.items():
+        cfg.merge_from_list([key, value])
+    return cfg
