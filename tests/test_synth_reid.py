@@ -1,0 +1,109 @@
+"""SynthReID: layout, determinism, confusable pairs, atomic generation and reuse."""
+import collections
+import hashlib
+import os
+import re
+
+import numpy as np
+import pytest
+
+from fastreid.data.datasets import DATASET_REGISTRY
+
+from fastreid_ewth.data import synth_reid
+from fastreid_ewth.data.synth_reid import MARKER, SYNTH_LAYOUT, ensure_synth_reid
+
+
+def _digest(folder):
+    h = hashlib.sha256()
+    for sub in SYNTH_LAYOUT:
+        for name in sorted(os.listdir(os.path.join(folder, sub))):
+            h.update(name.encode())
+            with open(os.path.join(folder, sub, name), "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def synth(datasets_root):
+    return DATASET_REGISTRY.get("SynthReID")(root=datasets_root)
+
+
+def test_registered_and_market_layout(synth, datasets_root):
+    assert DATASET_REGISTRY.get("SynthReID") is synth_reid.SynthReID
+    for sub in SYNTH_LAYOUT:
+        names = os.listdir(os.path.join(datasets_root, "SynthReID", sub))
+        assert names and all(re.match(r"^\d{4}_c[1-6]s1_\d{6}_\d{2}\.jpg$", n) for n in names)
+
+
+def test_sizes_cameras_and_splits(synth):
+    train_ids = {pid for _, pid, _ in synth.train}
+    test_ids = {pid for _, pid, _ in synth.query} | {pid for _, pid, _ in synth.gallery}
+    assert len(train_ids) >= 100
+    assert len({cam for _, _, cam in synth.train}) >= 4
+    assert len({cam for _, _, cam in synth.gallery}) >= 4
+    # training and test identities are disjoint (train labels carry the dataset prefix)
+    assert not {int(p.split("_")[1]) for p in train_ids} & test_ids
+    # every query has a gallery image of its identity from another camera
+    gallery = collections.defaultdict(set)
+    for _, pid, cam in synth.gallery:
+        gallery[pid].add(cam)
+    for _, pid, cam in synth.query:
+        assert gallery[pid] - {cam}, (pid, cam)
+
+
+def test_confusable_pairs_differ_in_one_attribute():
+    ids = synth_reid._identities(0, 1, 20)
+    keys = [k for k in ids[1]]
+    for a in range(1, 21, 2):
+        diff = [k for k in keys if not np.array_equal(np.asarray(ids[a][k]), np.asarray(ids[a + 1][k]))]
+        # one changed attribute ("hair" changes its colour and length together)
+        assert 1 <= len(diff) <= 2 and (len(diff) == 1 or set(diff) == {"hair", "long_hair"}), diff
+    # identities of different pairs differ in most attributes
+    diff = [k for k in keys if not np.array_equal(np.asarray(ids[1][k]), np.asarray(ids[3][k]))]
+    assert len(diff) >= 6
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path, datasets_root):
+    a = ensure_synth_reid(str(tmp_path), seed=0, name="A")
+    assert _digest(a) == _digest(os.path.join(datasets_root, "SynthReID"))
+    arr0 = synth_reid._render(synth_reid._identity(np.random.default_rng([1])), synth_reid._camera(1, 0),
+                              np.random.default_rng([5]))
+    arr1 = synth_reid._render(synth_reid._identity(np.random.default_rng([1])), synth_reid._camera(1, 0),
+                              np.random.default_rng([5]))
+    arr2 = synth_reid._render(synth_reid._identity(np.random.default_rng([1])), synth_reid._camera(2, 0),
+                              np.random.default_rng([5]))
+    assert np.array_equal(arr0, arr1) and not np.array_equal(arr0, arr2)
+
+
+def test_crash_during_generation_leaves_nothing_then_regenerates(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_encode = synth_reid._encode
+
+    def failing_encode(arr):
+        calls["n"] += 1
+        if calls["n"] == 50:
+            raise KeyboardInterrupt("simulated crash")
+        return real_encode(arr)
+
+    monkeypatch.setattr(synth_reid, "_encode", failing_encode)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_synth_reid(str(tmp_path), seed=3, name="S")
+    assert os.listdir(tmp_path) == []  # no half dataset, no temporary folder
+
+    monkeypatch.setattr(synth_reid, "_encode", real_encode)
+    target = ensure_synth_reid(str(tmp_path), seed=3, name="S")
+    assert os.path.isfile(os.path.join(target, MARKER))
+    assert os.listdir(tmp_path) == ["S"]
+
+    # a second run reuses the folder: nothing is rendered again
+    monkeypatch.setattr(synth_reid, "_render", lambda *a: (_ for _ in ()).throw(AssertionError("regenerated")))
+    assert ensure_synth_reid(str(tmp_path), seed=3, name="S") == target
+
+
+def test_incomplete_or_foreign_folder_is_refused(tmp_path):
+    (tmp_path / "S").mkdir()
+    with pytest.raises(RuntimeError, match="Delete it"):
+        ensure_synth_reid(str(tmp_path), seed=0, name="S")
+    (tmp_path / "S" / MARKER).write_text("SynthReID generator 0 seed 9\n")
+    with pytest.raises(RuntimeError, match="another generator version or seed"):
+        ensure_synth_reid(str(tmp_path), seed=0, name="S")
