@@ -10,6 +10,7 @@ compat.apply()
 
 from .config import add_ewth_config  # noqa: E402
 from . import data  # noqa: E402,F401  (registers SynthReID)
+from . import modeling  # noqa: E402,F401  (registers EWTHEmbeddingHead, EWTHBaseline)
 
 __version__ = "0.1.0"
 

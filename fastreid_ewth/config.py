@@ -18,6 +18,17 @@ def add_ewth_config(cfg):
         cfg.MODEL.LOSSES.EWTH.NORM_FEAT = "none"
         cfg.MODEL.LOSSES.EWTH.SCALE = 1.0
 
+    if "CENTER" not in cfg.MODEL.LOSSES:
+        # Center loss as in AGW: centers have their own SGD (lr LR), gradient divided by SCALE before it
+        cfg.MODEL.LOSSES.CENTER = CN()
+        cfg.MODEL.LOSSES.CENTER.SCALE = 0.0005
+        cfg.MODEL.LOSSES.CENTER.LR = 0.5
+
+    if "WARMUP_EPOCHS" not in cfg.SOLVER:
+        # Linear warm-up measured in epochs, whatever the dataset size. When > 0 (EWTHTrainer only) it
+        # replaces SOLVER.WARMUP_ITERS and SOLVER.STEPS count epochs from the start of training.
+        cfg.SOLVER.WARMUP_EPOCHS = 0
+
     if "SEED" not in cfg:
         # fastreid seeds python/numpy/torch at random; SEED >= 0 fixes them (rank r uses SEED + r)
         cfg.SEED = -1

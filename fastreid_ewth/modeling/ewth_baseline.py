@@ -1,0 +1,78 @@
+"""``EWTHBaseline``: fastreid's ``Baseline`` with the EWTH losses and AGW's center loss."""
+from fastreid.config import configurable
+from fastreid.modeling.losses import cross_entropy_loss, log_accuracy
+from fastreid.modeling.meta_arch import META_ARCH_REGISTRY, Baseline
+
+from .center_loss import CenterLoss
+from .ewth_loss import EWTHLoss
+
+__all__ = ["EWTHBaseline", "SUPPORTED_LOSSES"]
+
+SUPPORTED_LOSSES = ("CrossEntropyLoss", "EWTHLoss", "CenterLoss")
+
+
+@META_ARCH_REGISTRY.register()
+class EWTHBaseline(Baseline):
+    """Backbone + ``EWTHEmbeddingHead`` trained with any of ``SUPPORTED_LOSSES``.
+
+    Each loss term is returned (and so logged) under its own name: ``loss_cls``, ``loss_triplet``,
+    ``loss_mean_neg``, ``loss_ew``, ``loss_center``. The metric losses see the pre-BNNeck feature, the
+    classifier the after-BNNeck one (BNNeck, Luo et al. 2019).
+    """
+
+    @configurable
+    def __init__(self, *, backbone, heads, pixel_mean, pixel_std, loss_names, ce_kwargs, ewth_loss=None,
+                 center_loss=None):
+        super().__init__(backbone=backbone, heads=heads, pixel_mean=pixel_mean, pixel_std=pixel_std,
+                         loss_kwargs={"loss_names": tuple(loss_names), "ce": ce_kwargs})
+        self.loss_names = tuple(loss_names)
+        self.ce_kwargs = dict(ce_kwargs)
+        self.ewth_loss = ewth_loss
+        self.center_loss = center_loss
+
+    @classmethod
+    def from_config(cls, cfg):
+        names = tuple(cfg.MODEL.LOSSES.NAME)
+        unknown = [n for n in names if n not in SUPPORTED_LOSSES]
+        if unknown or not names:
+            raise ValueError("MODEL.LOSSES.NAME {} has {}; EWTHBaseline supports {}. Example: MODEL.LOSSES.NAME "
+                             "'(\"CrossEntropyLoss\", \"EWTHLoss\")'".format(
+                                 names, "unknown name(s) {}".format(unknown) if unknown else "no loss",
+                                 ", ".join(SUPPORTED_LOSSES)))
+        if cfg.MODEL.HEADS.NAME != "EWTHEmbeddingHead" and ("EWTHLoss" in names or "CenterLoss" in names):
+            raise ValueError("MODEL.HEADS.NAME {!r}: EWTHLoss and CenterLoss need the pre-BNNeck feature and the "
+                             "classifier weight that only EWTHEmbeddingHead returns; set MODEL.HEADS.NAME "
+                             "EWTHEmbeddingHead".format(cfg.MODEL.HEADS.NAME))
+        base = Baseline.from_config(cfg)
+        feat_dim = cfg.MODEL.HEADS.EMBEDDING_DIM or cfg.MODEL.BACKBONE.FEAT_DIM
+        center = None
+        if "CenterLoss" in names:
+            if cfg.MODEL.LOSSES.CENTER.SCALE <= 0 or cfg.MODEL.LOSSES.CENTER.LR <= 0:
+                raise ValueError("MODEL.LOSSES.CENTER.SCALE ({}) and MODEL.LOSSES.CENTER.LR ({}) must be > 0 "
+                                 "when CenterLoss is used; drop CenterLoss from MODEL.LOSSES.NAME to turn it "
+                                 "off".format(cfg.MODEL.LOSSES.CENTER.SCALE, cfg.MODEL.LOSSES.CENTER.LR))
+            center = CenterLoss(cfg.MODEL.HEADS.NUM_CLASSES, feat_dim, cfg.MODEL.LOSSES.CENTER.SCALE)
+        return {
+            "backbone": base["backbone"],
+            "heads": base["heads"],
+            "pixel_mean": base["pixel_mean"],
+            "pixel_std": base["pixel_std"],
+            "loss_names": names,
+            "ce_kwargs": {"eps": cfg.MODEL.LOSSES.CE.EPSILON, "alpha": cfg.MODEL.LOSSES.CE.ALPHA,
+                          "scale": cfg.MODEL.LOSSES.CE.SCALE},
+            "ewth_loss": EWTHLoss.from_config(cfg) if "EWTHLoss" in names else None,
+            "center_loss": center,
+        }
+
+    def losses(self, outputs, gt_labels):
+        log_accuracy(outputs["pred_class_logits"].detach(), gt_labels)
+        loss_dict = {}
+        if "CrossEntropyLoss" in self.loss_names:
+            loss_dict["loss_cls"] = cross_entropy_loss(
+                outputs["cls_outputs"], gt_labels, self.ce_kwargs["eps"], self.ce_kwargs["alpha"]
+            ) * self.ce_kwargs["scale"]
+        if self.ewth_loss is not None:
+            loss_dict.update(self.ewth_loss(outputs["features"], gt_labels, outputs["classifier_weight"]))
+        if self.center_loss is not None:
+            loss_dict["loss_center"] = self.center_loss(outputs["features"], gt_labels)
+        return loss_dict
