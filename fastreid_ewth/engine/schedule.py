@@ -20,10 +20,10 @@ def warmup_iters(cfg, iters_per_epoch):
 def build_epoch_scheduler(cfg, optimizer, iters_per_epoch):
     """fastreid's ``{"lr_sched", "warmup_sched"}`` dict, with epoch warm-up and absolute STEPS.
 
-    Meant for fastreid's ``LRScheduler`` hook, which steps ``warmup_sched`` every iteration of warm-up and
-    ``lr_sched`` after every epoch ``e`` whose end is past the warm-up, i.e. first after epoch
-    ``floor(warmup_iters / iters_per_epoch)``: a decay meant to start at epoch ``s`` is milestone
-    ``s - that epoch`` of ``lr_sched``.
+    Meant for fastreid's ``LRScheduler`` hook, which steps ``warmup_sched`` every warm-up iteration and
+    ``lr_sched`` after every epoch whose last iteration reaches the end of warm-up: the first such epoch
+    is ``ceil(warmup_iters / iters_per_epoch) - 1``, after which ``lr_sched`` has counted 1. A decay meant
+    to take effect at epoch ``s`` is therefore milestone ``s - that epoch``.
     """
     if cfg.SOLVER.WARMUP_EPOCHS <= 0:
         return build_lr_scheduler(cfg, optimizer, iters_per_epoch)
@@ -32,11 +32,9 @@ def build_epoch_scheduler(cfg, optimizer, iters_per_epoch):
     cfg = cfg.clone()
     cfg.defrost()
     cfg.SOLVER.WARMUP_ITERS = warmup_iters(cfg, iters_per_epoch)
-    first_step_epoch = cfg.SOLVER.WARMUP_ITERS // iters_per_epoch
-    early = [s for s in cfg.SOLVER.STEPS if s <= first_step_epoch]
-    if early:
-        raise ValueError("SOLVER.STEPS {} has decay epochs inside the {}-epoch warm-up (SOLVER.WARMUP_EPOCHS); "
-                         "use steps after epoch {}".format(list(cfg.SOLVER.STEPS), cfg.SOLVER.WARMUP_EPOCHS,
-                                                           first_step_epoch))
-    cfg.SOLVER.STEPS = [s - first_step_epoch for s in cfg.SOLVER.STEPS]
+    warmup_end = -(-cfg.SOLVER.WARMUP_ITERS // iters_per_epoch)  # ceil: first epoch at full lr
+    if any(s <= warmup_end for s in cfg.SOLVER.STEPS):
+        raise ValueError("SOLVER.STEPS {} decays during the {}-epoch warm-up (SOLVER.WARMUP_EPOCHS); decay epochs "
+                         "must be > {}".format(list(cfg.SOLVER.STEPS), cfg.SOLVER.WARMUP_EPOCHS, warmup_end))
+    cfg.SOLVER.STEPS = [s - (warmup_end - 1) for s in cfg.SOLVER.STEPS]
     return build_lr_scheduler(cfg, optimizer, iters_per_epoch)
