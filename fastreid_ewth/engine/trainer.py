@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from fastreid.engine import DefaultTrainer
 from fastreid.utils import comm
 
+from ..evaluation import EWTHReidEvaluator
 from .hooks import CenterLossOptimizer
 from .sampler_check import check_identity_sampler
 from .schedule import build_epoch_scheduler, warmup_iters
@@ -99,12 +100,4 @@ class EWTHTrainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
         data_loader, num_query = cls.build_test_loader(cfg, dataset_name)
-        return data_loader, _make_evaluator(cfg, num_query, output_dir)
-
-
-def _make_evaluator(cfg, num_query, output_dir):
-    try:
-        from fastreid_ewth.evaluation import EWTHReidEvaluator
-    except ImportError:
-        from fastreid.evaluation import ReidEvaluator as EWTHReidEvaluator
-    return EWTHReidEvaluator(cfg, num_query, output_dir)
+        return data_loader, EWTHReidEvaluator(cfg, num_query, output_dir)
