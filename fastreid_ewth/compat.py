@@ -179,6 +179,28 @@ def _patch_checkpoint_weights_only():
     _record("checkpoint_weights_only", "UnpicklingError: Weights only load failed (torch >= 2.6 default)")
 
 
+def _patch_read_image_names_file():
+    """A corrupt or truncated image fails deep in a loader worker with ``OSError: image file is truncated``
+    (or ``cannot identify image file <_io.BufferedReader ...>``), which does not say which file.
+
+    fastreid's dataset reads every image through ``read_image``; we re-raise its failures naming the file.
+    """
+    from fastreid.data import common
+
+    original = getattr(common, "_ewth_original_read_image", common.read_image)
+
+    def read_image(file_name, format=None):
+        try:
+            return original(file_name, format)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise OSError("cannot read image {!r}: {}. The file is corrupt or truncated: restore it from the "
+                          "dataset archive or remove it from the dataset folder.".format(file_name, e)) from e
+
+    common._ewth_original_read_image = original
+    common.read_image = read_image
+    _record("read_image_names_file", "OSError: image file is truncated (no file name) from a loader worker")
+
+
 PRETRAIN_TIMEOUT_S = 20
 
 
@@ -247,6 +269,7 @@ def apply():
     _patch_evaluator_compile()
     _patch_checkpoint_weights_only()
     _patch_pretrained_download()
+    _patch_read_image_names_file()
     # fastreid's ToTensor builds every image through torch.ByteStorage, which torch >= 2 reports as
     # deprecated from each loader worker; the call still works, the message only buries the logs.
     warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)

@@ -193,3 +193,17 @@ def test_imagenet_weights_from_cache(monkeypatch, tmp_path):
     torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-test.pth")
     loaded = resnet.build_resnet_backbone(cfg)
     assert torch.equal(loaded.conv1.weight, reference.conv1.weight)
+
+
+def test_corrupt_image_error_names_the_file(tmp_path):
+    from PIL import Image
+    from fastreid.data.common import CommDataset
+
+    good = tmp_path / "0001_c1s1_000001_00.jpg"
+    Image.new("RGB", (32, 64), (200, 10, 10)).save(good)
+    bad = tmp_path / "0002_c1s1_000001_00.jpg"
+    bad.write_bytes(good.read_bytes()[:200])
+    dataset = CommDataset([(str(good), 1, 0), (str(bad), 2, 0)], transform=None, relabel=False)
+    assert dataset[0]["images"].size == (32, 64)
+    with pytest.raises(OSError, match="cannot read image .*0002_c1s1_000001_00.jpg"):
+        dataset[1]

@@ -4,11 +4,11 @@ import os
 
 import torch
 
-from fastreid.utils.checkpoint import Checkpointer
-
 from .trainer import EWTHTrainer
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["evaluate_checkpoint", "load_matching_weights"]
 
 
 def _classifier_rows(state_dict):
@@ -17,6 +17,44 @@ def _classifier_rows(state_dict):
         if key in state_dict:
             return int(state_dict[key].shape[0])
     return 0
+
+
+def _read_state_dict(path):
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError("MODEL.WEIGHTS {!r} is not a model checkpoint (expected a state dict, or a dict with a "
+                         "'model' state dict, as tools/train_net.py writes)".format(path))
+    # weights saved from a DistributedDataParallel model carry a "module." prefix
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def load_matching_weights(model, path, state=None):
+    """Load ``path`` into ``model``, refusing weights of another architecture.
+
+    Every parameter and buffer of ``model`` must be in the checkpoint with the same shape; otherwise a
+    ``ValueError`` lists the missing and mismatched keys (evaluating half-random weights would print
+    numbers that mean nothing). Keys only the checkpoint has (e.g. center-loss centers) are ignored.
+    """
+    state = _read_state_dict(path) if state is None else state
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    mismatched = ["{}: checkpoint {} vs model {}".format(k, tuple(state[k].shape), tuple(v.shape))
+                  for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or mismatched:
+        def listing(items):
+            return "\n  ".join(items[:10]) + ("\n  ... and {} more".format(len(items) - 10) if len(items) > 10 else "")
+        parts = []
+        if missing:
+            parts.append("{} key(s) of the model are missing from the checkpoint:\n  {}".format(
+                len(missing), listing(missing)))
+        if mismatched:
+            parts.append("{} key(s) have other shapes:\n  {}".format(len(mismatched), listing(mismatched)))
+        raise ValueError("MODEL.WEIGHTS {!r} belongs to another architecture than this config builds ({}).\n{}\n"
+                         "Use the config the checkpoint was trained with (OUTPUT_DIR/config.yaml of its run).".format(
+                             path, type(model).__name__, "\n".join(parts)))
+    model.load_state_dict({k: state[k] for k in own})
+    logger.info("Loaded %d tensors from %s", len(own), path)
 
 
 def evaluate_checkpoint(cfg):
@@ -29,21 +67,22 @@ def evaluate_checkpoint(cfg):
     cfg.defrost()
     cfg.MODEL.BACKBONE.PRETRAIN = False
     weights = cfg.MODEL.WEIGHTS
+    state = None
     if weights:
         if not os.path.isfile(weights):
             raise FileNotFoundError(
                 "MODEL.WEIGHTS {!r} does not exist. Pass the checkpoint of a finished run, e.g. "
                 "`--eval-only MODEL.WEIGHTS <OUTPUT_DIR>/model_final.pth`.".format(weights))
-        if cfg.MODEL.HEADS.NUM_CLASSES == 0:
-            # the classifier is not used at test time, but sizing it like the checkpoint's keeps
-            # the load free of shape-mismatch warnings
-            state = torch.load(weights, map_location="cpu", weights_only=False)
-            cfg.MODEL.HEADS.NUM_CLASSES = _classifier_rows(state.get("model", state))
+        state = _read_state_dict(weights)
     else:
         logger.warning("MODEL.WEIGHTS is empty: evaluating an untrained, randomly initialised model.")
+    if cfg.MODEL.HEADS.NUM_CLASSES == 0:
+        # the classifier (and center loss) is not used at test time: size it like the checkpoint's so
+        # that it loads, with at least one row so that every loss module can be built
+        cfg.MODEL.HEADS.NUM_CLASSES = max(_classifier_rows(state or {}), 1)
     cfg.freeze()
 
     model = EWTHTrainer.build_model(cfg)
     if weights:
-        Checkpointer(model).load(weights)
+        load_matching_weights(model, weights, state)
     return EWTHTrainer.test(cfg, model)

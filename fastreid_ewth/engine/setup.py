@@ -7,6 +7,7 @@ from fastreid.utils import comm
 from fastreid.utils.env import seed_all_rng
 
 from ..config import add_ewth_config
+from .validate import validate_run
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,9 @@ def setup_cfg(args):
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts or [])
     cfg.freeze()
+    # reject bad input before default_setup creates OUTPUT_DIR and writes its log and config copy
+    world_size = getattr(args, "num_gpus", 1) * getattr(args, "num_machines", 1)
+    validate_run(cfg, world_size=world_size, eval_only=getattr(args, "eval_only", False))
     default_setup(cfg, args)
     if cfg.SEED >= 0:
         # fastreid seeds every run at random; a fixed SEED makes runs repeatable (one stream per rank)

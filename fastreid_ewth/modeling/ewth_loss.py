@@ -15,8 +15,8 @@ class EWTHLoss(nn.Module):
         if variant not in EWTH_VARIANTS:
             raise ValueError("MODEL.LOSSES.EWTH.VARIANT {!r} is not a known variant; choose one of {}".format(
                 variant, ", ".join(EWTH_VARIANTS)))
-        if not 0.0 <= ew_threshold <= 1.0:
-            raise ValueError("MODEL.LOSSES.EWTH.EW_THRESHOLD must lie in [0, 1] (it compares normalised "
+        if not 0.0 <= ew_threshold < 1.0:
+            raise ValueError("MODEL.LOSSES.EWTH.EW_THRESHOLD must lie in [0, 1) (it compares normalised "
                              "weight differences), got {}".format(ew_threshold))
         if scale < 0:
             raise ValueError("MODEL.LOSSES.EWTH.SCALE must be >= 0, got {}".format(scale))
