@@ -6,7 +6,8 @@ round), so a busy machine slows them alike; the table gives each loss's median t
 the median over rounds of its time divided by fastreid's TriHard time in the same round.
 
     python tools/bench_losses.py                       # batches 64×2048 and 256×2048
-    python tools/bench_losses.py --sizes 64 --profile  # + torch.profiler table for HNEWTH
+    python tools/bench_losses.py --sizes 64 --profile  # + torch.profiler tables (HNEWTH, fastreid)
+    python tools/bench_losses.py --threads 1          # one thread: steadier when other jobs share the cores
 """
 import argparse
 import random

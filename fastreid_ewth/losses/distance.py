@@ -29,12 +29,13 @@ def distance_matrix(features, with_inverse=True):
     The second tensor is ``1 / d(i, j)`` where the floor was not hit and 0 where it was: all that
     :func:`distance_matrix_backward` needs besides the features. The diagonal is exactly ``1e-6``.
     """
-    squared_norms = torch.linalg.vector_norm(features, dim=1).square_()
-    # ||a - b||² = ||a||² + ||b||² - 2 a·b: one N×N×D matmul, no N×N×D difference tensor.
-    squared = torch.addmm(squared_norms.unsqueeze(1) + squared_norms.unsqueeze(0), features, features.t(), alpha=-2.0)
-    # The expansion leaves rounding noise of order eps·||f||² on the diagonal; d(i, i) is exactly the
-    # floor by definition (an anchor with no other positive then has d_ap = 1e-6).
-    squared.diagonal().zero_()
+    # ||a - b||² = ||a||² + ||b||² - 2 a·b from one N×N×D matmul, no N×N×D difference tensor. The
+    # squared norms are the Gram diagonal, computed like every other entry, so identical rows give
+    # exactly 0 (and no separate pass over the features is needed).
+    gram = features @ features.t()
+    squared_norms = gram.diagonal()
+    squared = gram.mul(-2.0).add_(squared_norms.unsqueeze(1)).add_(squared_norms.unsqueeze(0))
+    squared.diagonal().zero_()  # d(i, i) is the floor by definition, whatever the rounding
     live = squared >= SQUARED_DISTANCE_FLOOR if with_inverse else None
     dist = squared.clamp_(min=SQUARED_DISTANCE_FLOOR).sqrt_()
     return dist, (torch.div(live, dist) if with_inverse else None)
@@ -49,9 +50,11 @@ def distance_matrix_backward(features, inv_dist, grad_dist, grad_features=None):
     #   dL/df_i = sum_j S_ij (f_i - f_j),   S_ij = (G_ij + G_ji) / d(i, j),
     # i.e. rowsum(S) * f - S @ f: a single matmul.
     scale = (grad_dist + grad_dist.t()).mul_(inv_dist)
-    diagonal_part = scale.sum(1, keepdim=True) * features
-    if grad_features is not None:
-        diagonal_part += grad_features
+    row_sums = scale.sum(1, keepdim=True)
+    if grad_features is None:
+        diagonal_part = row_sums * features
+    else:
+        diagonal_part = torch.addcmul(grad_features, row_sums, features)
     return torch.addmm(diagonal_part, scale, features, alpha=-1.0)
 
 

@@ -19,7 +19,8 @@ def element_weights(classifier_weight, targets, neg_index, threshold):
         threshold: ``t``; dimensions whose normalised difference is below it get weight 0.
     """
     weight = classifier_weight.detach()
-    delta = torch.sub(weight.index_select(0, targets), weight.index_select(0, targets[neg_index])).abs_()
+    rows = weight.index_select(0, torch.cat([targets, targets[neg_index]])).view(2, targets.numel(), -1)
+    delta = torch.sub(rows[0], rows[1]).abs_()
     delta_hat = delta.div_(delta.amax(1, keepdim=True).add_(1e-12))
     # w = 1 + δ̂ where δ̂ >= t, else 0, written as threshold-then-add: a boolean mask over N×D
     # (compare + masked_fill) costs several times more than these two arithmetic passes.
