@@ -1,0 +1,11 @@
+"""Reproduce the paper's table with ``tools/reproduce.py``: run configs × datasets through
+``tools/train_net.py`` (resumable), then report measured vs paper numbers with plots.
+
+Modules: ``paper`` (the paper's numbers, ``paper_table.csv``), ``runner`` (run folders, markers,
+launching), ``metrics`` (reading ``metrics.json`` / ``log.txt``), ``report`` (REPORT.md and CSVs),
+``plots`` (PNGs), ``presets`` (``--preset synth``), ``cli`` (the command line).
+"""
+from .paper import PAPER_CONFIGS, PAPER_DATASETS, paper_result, paper_table
+from .runner import RunSpec, run_state
+
+__all__ = ["PAPER_CONFIGS", "PAPER_DATASETS", "RunSpec", "paper_result", "paper_table", "run_state"]

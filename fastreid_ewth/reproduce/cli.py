@@ -1,0 +1,264 @@
+"""Command line of ``tools/reproduce.py``: run the paper's table (or a preset), then report and plot."""
+import argparse
+import concurrent.futures
+import os
+import statistics
+import sys
+import threading
+
+from .paper import PAPER_CONFIGS, PAPER_DATASETS
+from .presets import PRESETS
+from .report import collect, run_records, write_report
+from .runner import FORBIDDEN_OPTS, RunSpec, format_command, launch, run_state, stdout_tail, train_command
+
+__all__ = ["main", "build_parser", "build_specs"]
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="tools/reproduce.py",
+        description="Train a set of project configs on a set of datasets (one OUTPUT_DIR per run; finished runs "
+                    "are skipped, interrupted ones resumed), then write REPORT.md, report.csv, runs.csv and PNG "
+                    "plots with the paper's numbers next to the measured ones.",
+        epilog="Example: tools/reproduce.py --configs projects/BoT_TH.yml projects/BoT_HNEWTH.yml "
+               "--datasets Market1501 --output logs/repro --opts SOLVER.IMS_PER_BATCH 64")
+    p.add_argument("--configs", nargs="+", metavar="YML",
+                   help="project configs (default: the paper's 16, projects/{BoT,AGW}_*.yml)")
+    p.add_argument("--datasets", nargs="+", metavar="NAME",
+                   help="fastreid dataset names (default: {})".format(" ".join(PAPER_DATASETS)))
+    p.add_argument("--seeds", nargs="+", type=int, metavar="N",
+                   help="one run per seed (SEED N, after --opts), reported as mean ± std; default: one run with "
+                        "the config's SEED")
+    p.add_argument("--output", metavar="DIR", help="output folder (default: logs/reproduce; --preset synth: "
+                                                   "logs/compare); runs go to DIR/<dataset>/<config>[-seedN]")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a predefined set of runs (synth: TH vs HNEWTH on "
+                                                             "SynthReID, 3 seeds, CPU-sized)")
+    p.add_argument("--num-gpus", type=int, default=1, help="passed to tools/train_net.py")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="trainings at once (default 1; --preset synth: 2), each with OMP_NUM_THREADS = cores / N "
+                        "unless OMP_NUM_THREADS is set. For CPU machines: parallel runs share the same GPUs")
+    p.add_argument("--dry-run", action="store_true", help="print the training commands and exit")
+    p.add_argument("--report-only", action="store_true", help="train nothing; report on what is there")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the training output here (default: in each run's reproduce_stdout.log)")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+                   help="config overrides for every run; must come last")
+    return p
+
+
+def _fail(message):
+    raise SystemExit("reproduce.py: error: " + message)
+
+
+def _check_opts(opts):
+    if len(opts) % 2:
+        _fail("--opts takes KEY VALUE pairs, got an odd number of items: {}. Example: --opts SOLVER.MAX_EPOCH 60"
+              .format(" ".join(opts)))
+    for key in opts[::2]:
+        if key in FORBIDDEN_OPTS:
+            _fail("--opts may not set {}: the runner sets it for each run (OUTPUT_DIR = --output/<dataset>/<config>, "
+                  "datasets with --datasets)".format(key))
+
+
+def build_specs(args, repo_root):
+    """The runs ``args`` ask for -> (list of :class:`RunSpec`, output folder, preset or None)."""
+    preset = PRESETS[args.preset] if args.preset else None
+    if preset and args.configs:
+        _fail("--preset {} fixes the configs; drop --configs, or drop --preset to choose them".format(args.preset))
+    opts = list(preset.opts if preset else ()) + list(args.opts or [])
+    _check_opts(list(args.opts or []))
+    if preset:
+        configs = [(name, os.path.join(repo_root, path), tuple(extra)) for name, path, extra in preset.configs]
+    elif args.configs:
+        configs = [(os.path.splitext(os.path.basename(c))[0], c, ()) for c in args.configs]
+    else:
+        configs = [(name, os.path.join(repo_root, "projects", name + ".yml"), ()) for name in PAPER_CONFIGS]
+    names = [name for name, _, _ in configs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        _fail("configs {} share a file name; each run's folder is named after it. Rename one copy".format(duplicates))
+    for _, path, _ in configs:
+        if not os.path.isfile(path):
+            _fail("config file {!r} not found; pass project configs such as projects/BoT_TH.yml (paths from the "
+                  "current folder)".format(path))
+    datasets = args.datasets or (preset.datasets if preset else PAPER_DATASETS)
+    seeds = args.seeds or (preset.seeds if preset else None)
+    output = args.output or (preset.output if preset else os.path.join("logs", "reproduce"))
+    specs = []
+    for dataset in datasets:
+        for name, path, extra in configs:
+            for seed in (seeds or (None,)):
+                folder = name if seed is None else "{}-seed{}".format(name, seed)
+                specs.append(RunSpec(name, path, dataset, os.path.join(output, dataset, folder),
+                                     tuple(extra) + tuple(opts), seed))
+    return specs, output, preset
+
+
+def _paired_differences(results, preset):
+    """Mean ± std over seeds of (variant − first variant), paired by seed, per dataset -> markdown lines."""
+    base = preset.configs[0][0]
+    lines = ["Each variant minus `{}`, paired by seed (a seed gives both variants the same initial weights and the "
+             "same batches); mean ± std over the seeds both finished.".format(base), "",
+             "| dataset | variant | Δ mAP | Δ R1 | seeds |", "|---|---|---:|---:|---:|"]
+    by_key = {(r.spec.dataset, r.spec.name, r.spec.seed): r for r in results if r.mAP is not None}
+    for dataset in dict.fromkeys(r.spec.dataset for r in results):
+        for name, _, _ in preset.configs[1:]:
+            pairs = [(by_key[(dataset, name, s)], by_key[(dataset, base, s)]) for s in _seeds(results)
+                     if (dataset, name, s) in by_key and (dataset, base, s) in by_key]
+            cells = []
+            for attr in ("mAP", "rank1"):
+                diffs = [getattr(a, attr) - getattr(b, attr) for a, b in pairs]
+                if not diffs:
+                    cells.append("–")
+                elif len(diffs) == 1:
+                    cells.append("{:+.1f}".format(diffs[0]))
+                else:
+                    cells.append("{:+.1f} ± {:.1f}".format(statistics.fmean(diffs), statistics.stdev(diffs)))
+            lines.append("| {} | `{}` | {} | {} | {} |".format(dataset, name, cells[0], cells[1], len(pairs)))
+    return lines
+
+
+def _seeds(results):
+    return list(dict.fromkeys(r.spec.seed for r in results))
+
+
+def make_report(specs, output, preset=None):
+    """Collect, plot and write the report of ``specs`` into ``output`` -> (rows, results)."""
+    from .plots import plot_run_curves, plot_summary
+    from .report import aggregate
+
+    results = collect(specs)
+    rows = aggregate(results)
+    os.makedirs(output, exist_ok=True)
+    plots = {"summary": "map_vs_paper.png", "curves": []}
+    plot_summary(rows, os.path.join(output, plots["summary"]))
+    for r in results:
+        records = run_records(r.spec)
+        if not records:
+            continue
+        folder = os.path.basename(os.path.normpath(r.spec.output_dir))
+        rel = os.path.join("curves", r.spec.dataset, folder + ".png")
+        plot_run_curves(records, r.spec.output_dir, r.spec.dataset, "{} — {}".format(r.spec.label, r.state),
+                        os.path.join(output, rel))
+        plots["curves"].append(rel)
+    notes = []
+    extra = []
+    if preset is not None:
+        notes.append(preset.note)
+        if len(preset.configs) > 1:
+            extra.append(("Paired differences", _paired_differences(results, preset)))
+    common = _common_opts(specs)
+    if common:
+        notes.append("Overrides passed to every run: `{}`.".format(" ".join(common)))
+    write_report(results, output, title=preset.title if preset else "Reproduction of the paper's table",
+                 notes=notes, plots=plots, extra_sections=extra)
+    return rows, results
+
+
+def _common_opts(specs):
+    if not specs:
+        return []
+    first = list(specs[0].opts)
+    pairs = [first[i:i + 2] for i in range(0, len(first), 2)]
+    shared = [p for p in pairs if all(_has_pair(s.opts, p) for s in specs)]
+    return [item for pair in shared for item in pair]
+
+
+def _has_pair(opts, pair):
+    opts = list(opts)
+    return any(opts[i:i + 2] == pair for i in range(0, len(opts), 2))
+
+
+def _thread_env(jobs):
+    """Environment of the training processes: with several at once, split the cores between them.
+
+    Several processes each running one intra-op thread per core oversubscribe the CPU; on a busy 2-core
+    machine that made one training step 2-3 times slower than with one thread.
+    """
+    env = dict(os.environ)
+    if jobs > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    return env
+
+
+def _run_all(specs, train_script, num_gpus, jobs, verbose, echo):
+    """Train every unfinished run, ``jobs`` at a time -> list of the specs that failed."""
+    env = _thread_env(jobs)
+    lock = threading.Lock()
+
+    def say(message):
+        with lock:  # whole lines from concurrent runs
+            echo(message)
+
+    def one(numbered):
+        i, spec = numbered
+        state = run_state(spec.output_dir)
+        say("[{}/{}] {}: {}".format(i, len(specs), spec.label, {
+            "finished": "finished, skipped", "unmarked": "trained to the end without a marker, adopted",
+            "running": "still training in another process, skipped", "interrupted": "interrupted, resuming",
+            "fresh": "starting"}[state]))
+        if state in ("finished", "running"):
+            return None
+        _, code = launch(spec, train_script, num_gpus=num_gpus, verbose=verbose, env=env, echo=say)
+        if code != 0:
+            say("[{}/{}] {}: FAILED with exit code {}; last lines of its output:\n{}".format(
+                i, len(specs), spec.label, code, stdout_tail(spec)))
+            return spec
+        say("[{}/{}] {}: done".format(i, len(specs), spec.label))
+        return None
+
+    numbered = list(enumerate(specs, 1))
+    if jobs == 1:
+        outcomes = [one(n) for n in numbered]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            outcomes = list(pool.map(one, numbered))
+    return [spec for spec in outcomes if spec is not None]
+
+
+def main(argv=None, train_script=None, echo=print):
+    """Entry point; returns the process exit code (1 when a run failed)."""
+    args = build_parser().parse_args(argv)
+    if train_script is None:
+        train_script = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                    "tools", "train_net.py")
+    if not os.path.isfile(train_script):
+        _fail("tools/train_net.py not found at {!r}: run tools/reproduce.py from a checkout of fastreid_ewth "
+              "(the training script is not installed with the package)".format(train_script))
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(train_script)))
+    if args.num_gpus < 1:
+        _fail("--num-gpus must be >= 1, got {}".format(args.num_gpus))
+    specs, output, preset = build_specs(args, repo_root)
+
+    if args.dry_run:
+        for spec in specs:
+            state = run_state(spec.output_dir)
+            if state in ("finished", "unmarked", "running"):
+                echo("# {}: {}, skipped".format(spec.label, state))
+                continue
+            echo(format_command(train_command(spec, train_script, args.num_gpus, resume=state == "interrupted")))
+        return 0
+
+    failed = []
+    if not args.report_only:
+        jobs = args.jobs or (preset.jobs if preset else 1)
+        if jobs < 1:
+            _fail("--jobs must be >= 1, got {}".format(jobs))
+        failed = _run_all(specs, train_script, args.num_gpus, jobs, args.verbose, echo)
+
+    rows, _ = make_report(specs, output, preset)
+    echo("")
+    with open(os.path.join(output, "REPORT.md")) as f:
+        report = f.read()
+    echo(report.split("## Plots")[0].rstrip())
+    echo("\nwritten: {} (and report.csv, runs.csv, map_vs_paper.png, curves/)".format(
+        os.path.join(output, "REPORT.md")))
+    if failed:
+        echo("{} run(s) failed: {}. Rerun the same command to retry them (finished runs are skipped).".format(
+            len(failed), ", ".join(s.label for s in failed)))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

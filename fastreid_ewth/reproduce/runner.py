@@ -1,0 +1,271 @@
+"""Run a set of (config, dataset[, seed]) trainings through ``tools/train_net.py``, one ``OUTPUT_DIR`` each,
+so that a stopped reproduction can be started again without losing or repeating work.
+
+State of a run, read from its folder (:func:`run_state`):
+
+- ``finished``: the runner's marker ``reproduce_done.json`` (written after the training process exited
+  with 0) and ``model_final.pth`` are there -> skipped.
+- ``unmarked``: ``model_final.pth`` but no marker: trained to the end by someone else (e.g. the
+  ``--dry-run`` commands on a cluster) -> adopted (a marker without wall time is written) and skipped.
+- ``running``: its last launch (by this runner, on this machine) is still training -> left alone, so that a
+  second runner or a ``--report-only`` during training neither relaunches nor misreports it.
+- ``interrupted``: a ``last_checkpoint`` but no marker -> relaunched with ``--resume``; fastreid's
+  checkpointer restores model, optimizer, scheduler and epoch from it.
+- ``fresh``: nothing of the above -> launched from the start.
+
+Each launch is appended to ``reproduce_attempts.jsonl`` in the run folder (start, end, exit code), so the
+wall time in the marker adds up all attempts, including ones killed without a chance to say so (their
+end is taken as the last time the run wrote to its folder).
+"""
+import datetime
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from typing import NamedTuple, Optional, Tuple
+
+__all__ = ["RunSpec", "MARKER", "ATTEMPTS", "run_state", "train_command", "launch", "read_marker",
+           "FORBIDDEN_OPTS"]
+
+MARKER = "reproduce_done.json"
+ATTEMPTS = "reproduce_attempts.jsonl"
+STDOUT = "reproduce_stdout.log"
+
+#: Keys the runner sets itself; an override in ``--opts`` would send runs to the wrong folder or dataset.
+FORBIDDEN_OPTS = ("OUTPUT_DIR", "DATASETS.NAMES", "DATASETS.TESTS")
+
+
+class RunSpec(NamedTuple):
+    """One training run."""
+
+    name: str  # row label in the report, e.g. "BoT_TH"
+    config_file: str
+    dataset: str  # fastreid dataset name, used for DATASETS.NAMES and DATASETS.TESTS
+    output_dir: str
+    opts: Tuple[str, ...] = ()  # KEY VALUE overrides, after the runner's own
+    seed: Optional[int] = None  # SEED override; None keeps the config's
+
+    @property
+    def label(self):
+        return "{} {}{}".format(self.dataset, self.name, "" if self.seed is None else " seed {}".format(self.seed))
+
+
+def run_state(output_dir):
+    """``finished``, ``unmarked``, ``running``, ``interrupted`` or ``fresh`` (see the module docstring)."""
+    final = os.path.isfile(os.path.join(output_dir, "model_final.pth"))
+    if final and os.path.isfile(os.path.join(output_dir, MARKER)):
+        return "finished"
+    if _running(output_dir):
+        return "running"
+    if final:
+        return "unmarked"
+    if os.path.isfile(os.path.join(output_dir, "last_checkpoint")):
+        return "interrupted"
+    return "fresh"
+
+
+def _running(output_dir):
+    """Whether the last recorded launch has not ended and its process is alive on this machine."""
+    attempts = _read_attempts(output_dir)
+    if not attempts or attempts[-1].get("event") != "start":
+        return False
+    start = attempts[-1]
+    return start.get("host") == socket.gethostname() and _alive(start.get("pid"))
+
+
+def _alive(pid):
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        with open("/proc/{}/stat".format(pid)) as f:
+            # a killed process whose parent died too may linger as a zombie until init reaps it
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    except OSError:
+        return False
+    return not os.path.isdir("/proc")  # where /proc exists and had no entry, the process is gone
+
+
+def train_command(spec, train_script, num_gpus=1, resume=False, python=None):
+    """The ``tools/train_net.py`` command line of ``spec`` -> list of str."""
+    dataset = '("{}",)'.format(spec.dataset)
+    cmd = [python or sys.executable, train_script, "--config-file", spec.config_file]
+    if num_gpus != 1:
+        cmd += ["--num-gpus", str(num_gpus)]
+    if resume:
+        cmd.append("--resume")
+    cmd += ["DATASETS.NAMES", dataset, "DATASETS.TESTS", dataset, "OUTPUT_DIR", spec.output_dir]
+    cmd += list(spec.opts)
+    if spec.seed is not None:
+        cmd += ["SEED", str(spec.seed)]
+    return cmd
+
+
+def format_command(cmd):
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+def read_marker(output_dir):
+    """The marker's content (dict), or ``None`` without a readable marker."""
+    try:
+        with open(os.path.join(output_dir, MARKER)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _read_attempts(output_dir):
+    path = os.path.join(output_dir, ATTEMPTS)
+    if not os.path.isfile(path):
+        return []
+    attempts = []
+    with open(path) as f:
+        for line in f:
+            try:
+                attempts.append(json.loads(line))
+            except ValueError:  # a line torn by a kill
+                continue
+    return attempts
+
+
+def _append_attempt(output_dir, record):
+    with open(os.path.join(output_dir, ATTEMPTS), "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _last_write(output_dir):
+    """When the run last wrote anything its trainer writes (epoch seconds), or ``None``."""
+    times = [os.path.getmtime(os.path.join(output_dir, name))
+             for name in ("log.txt", "metrics.json", "last_checkpoint", STDOUT)
+             if os.path.isfile(os.path.join(output_dir, name))]
+    return max(times) if times else None
+
+
+def _attempt_seconds(attempts):
+    """Total wall time of the recorded attempts; an attempt that never recorded its end counts up to
+    its ``last_write`` (filled in by the next launch), or not at all when that is unknown."""
+    starts = {}
+    total = 0.0
+    for record in attempts:
+        if record.get("event") == "start":
+            starts[record["attempt"]] = record["time"]
+        elif record.get("event") in ("end", "lost") and record.get("attempt") in starts:
+            end = record.get("time")
+            if end is not None:
+                total += max(0.0, end - starts[record["attempt"]])
+    return total
+
+
+def _close_lost_attempts(output_dir, attempts):
+    """Record the end of attempts that were killed before they could (their last write)."""
+    ended = {r.get("attempt") for r in attempts if r.get("event") in ("end", "lost")}
+    for record in attempts:
+        if record.get("event") == "start" and record["attempt"] not in ended:
+            last = _last_write(output_dir)
+            end = {"event": "lost", "attempt": record["attempt"],
+                   "time": last if last is not None and last >= record["time"] else None}
+            _append_attempt(output_dir, end)
+            attempts.append(end)
+
+
+def _write_marker(spec, output_dir, command, attempts, wall_time):
+    marker = {
+        "name": spec.name,
+        "config_file": spec.config_file,
+        "dataset": spec.dataset,
+        "seed": spec.seed,
+        "opts": list(spec.opts),
+        "command": command,
+        "attempts": sum(1 for r in attempts if r.get("event") == "start"),
+        "resumed": any(r.get("event") == "start" and r.get("resume") for r in attempts),
+        "wall_time_s": wall_time,
+        "finished_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    tmp = os.path.join(output_dir, MARKER + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(marker, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, os.path.join(output_dir, MARKER))  # never a half-written marker
+    return marker
+
+
+def adopt(spec):
+    """Mark a run trained to the end without this runner (state ``unmarked``) as finished."""
+    attempts = _read_attempts(spec.output_dir)
+    wall = _attempt_seconds(attempts) if attempts else None
+    return _write_marker(spec, spec.output_dir, None, attempts, wall or None)
+
+
+def launch(spec, train_script, num_gpus=1, verbose=False, env=None, python=None, echo=print):
+    """Train ``spec`` to the end (fresh or resumed by its state), then write its marker.
+
+    The training process's stdout/stderr go to ``<OUTPUT_DIR>/reproduce_stdout.log`` (``verbose``: to
+    this process's). Returns ``(state_before, exit_code)``; the marker is written only on exit code 0
+    with a ``model_final.pth``. A ``KeyboardInterrupt`` stops the training process and propagates.
+    """
+    state = run_state(spec.output_dir)
+    if state in ("finished", "running"):
+        return state, 0
+    if state == "unmarked":
+        adopt(spec)
+        return state, 0
+    os.makedirs(spec.output_dir, exist_ok=True)
+    resume = state == "interrupted"
+    cmd = train_command(spec, train_script, num_gpus=num_gpus, resume=resume, python=python)
+    attempts = _read_attempts(spec.output_dir)
+    _close_lost_attempts(spec.output_dir, attempts)
+    number = 1 + sum(1 for r in attempts if r.get("event") == "start")
+    echo("  {} {}".format("resume" if resume else "start ", format_command(cmd)))
+    if not verbose:
+        echo("         follow it with: tail -f {}".format(shlex.quote(os.path.join(spec.output_dir, "log.txt"))))
+
+    out = None if verbose else open(os.path.join(spec.output_dir, STDOUT), "a")
+    try:
+        started = time.time()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, env=env)
+        start = {"event": "start", "attempt": number, "time": started, "resume": resume, "command": cmd,
+                 "pid": proc.pid, "host": socket.gethostname()}
+        _append_attempt(spec.output_dir, start)
+        attempts.append(start)
+        try:
+            code = proc.wait()
+        except BaseException:  # Ctrl-C reaches the child too; give it a moment, then make sure it is gone
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
+    finally:
+        if out is not None:
+            out.close()
+    end = {"event": "end", "attempt": number, "time": time.time(), "exit_code": code}
+    _append_attempt(spec.output_dir, end)
+    attempts.append(end)
+    if code == 0 and not os.path.isfile(os.path.join(spec.output_dir, "model_final.pth")):
+        echo("  {} exited with 0 but wrote no model_final.pth: not marked as finished".format(spec.label))
+        return state, 1
+    if code == 0:
+        _write_marker(spec, spec.output_dir, cmd, attempts, _attempt_seconds(attempts))
+    return state, code
+
+
+def stdout_tail(spec, lines=25):
+    """Last ``lines`` lines of the training process's captured output (for error messages)."""
+    path = os.path.join(spec.output_dir, STDOUT)
+    if not os.path.isfile(path):
+        return ""
+    with open(path, errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
