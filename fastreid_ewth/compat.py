@@ -201,6 +201,33 @@ def _patch_read_image_names_file():
     _record("read_image_names_file", "OSError: image file is truncated (no file name) from a loader worker")
 
 
+def _patch_ddp_on_cpu():
+    """``ValueError: DistributedDataParallel device_ids and output_device arguments only work with
+    single-device/multiple-device GPU modules or CPU modules, but got device_ids [0], output_device None, and
+    module parameters {device(type='cpu')}`` (multi-process training on CPU with gloo, torch 1.13 and 2.x).
+
+    ``DefaultTrainer`` wraps the model as ``DistributedDataParallel(model, device_ids=[local_rank])``, which
+    only a GPU module accepts. The name it calls becomes a subclass of torch's class that leaves
+    ``device_ids``/``output_device`` out when the module's parameters are on the CPU (what torch asks for
+    CPU modules); GPU modules are wrapped exactly as before, and the result is still a
+    ``DistributedDataParallel``.
+    """
+    from fastreid.engine import defaults
+
+    original = getattr(defaults, "_ewth_original_DistributedDataParallel", defaults.DistributedDataParallel)
+
+    class DistributedDataParallel(original):
+        def __init__(self, module, device_ids=None, output_device=None, *args, **kwargs):
+            if device_ids is not None and all(p.device.type == "cpu" for p in module.parameters()):
+                device_ids = output_device = None
+            super().__init__(module, device_ids, output_device, *args, **kwargs)
+
+    defaults._ewth_original_DistributedDataParallel = original
+    defaults.DistributedDataParallel = DistributedDataParallel
+    _record("ddp_on_cpu", "ValueError: DistributedDataParallel device_ids ... only work with GPU modules "
+                          "(DefaultTrainer on CPU with several processes)")
+
+
 PRETRAIN_TIMEOUT_S = 20
 
 
@@ -270,6 +297,7 @@ def apply():
     _patch_checkpoint_weights_only()
     _patch_pretrained_download()
     _patch_read_image_names_file()
+    _patch_ddp_on_cpu()
     # fastreid's ToTensor builds every image through torch.ByteStorage, which torch >= 2 reports as
     # deprecated from each loader worker; the call still works, the message only buries the logs.
     warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)

@@ -21,7 +21,7 @@ def _run(code):
 def test_every_patch_is_applied_and_named():
     applied = compat.describe()
     for name in ("cpu_data_loader", "optimizer_zero_grad", "evaluator_compile",
-                 "checkpoint_weights_only", "pretrained_download"):
+                 "checkpoint_weights_only", "pretrained_download", "ddp_on_cpu"):
         assert name in applied and applied[name]
     if int(torch.__version__.split(".")[0]) >= 2:
         assert "torch_six" in applied
@@ -207,3 +207,30 @@ def test_corrupt_image_error_names_the_file(tmp_path):
     assert dataset[0]["images"].size == (32, 64)
     with pytest.raises(OSError, match="cannot read image .*0002_c1s1_000001_00.jpg"):
         dataset[1]
+
+
+def test_distributed_data_parallel_on_cpu_with_fastreids_device_ids():
+    import socket
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    from fastreid.engine import defaults
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{}".format(port), world_size=1, rank=0)
+    try:
+        # what DefaultTrainer does with several processes: device_ids=[local rank], even for a CPU model
+        with pytest.raises(ValueError, match="device_ids"):
+            defaults._ewth_original_DistributedDataParallel(torch.nn.Linear(3, 2), device_ids=[0],
+                                                            broadcast_buffers=False)
+        model = defaults.DistributedDataParallel(torch.nn.Linear(3, 2), device_ids=[0], broadcast_buffers=False)
+        assert isinstance(model, DistributedDataParallel) and model.device_ids is None
+        before = model.module.weight.detach().clone()
+        loss = model(torch.ones(4, 3)).sum()
+        loss.backward()  # gradients go through DDP's (gloo) reducer
+        torch.optim.SGD(model.parameters(), lr=0.1).step()
+        assert torch.allclose(model.module.weight, before - 0.1 * 4)
+    finally:
+        dist.destroy_process_group()

@@ -4,8 +4,11 @@
     python tools/train_net.py --config-file projects/AGW_HNEWTH.yml
     python tools/train_net.py --config-file projects/AGW_HNEWTH.yml --eval-only MODEL.WEIGHTS out/model_final.pth
     python tools/train_net.py --config-file projects/Demo.yml --num-gpus 2 SOLVER.IMS_PER_BATCH 128
+    python tools/train_net.py --config-file projects/AGW_HNEWTH.yml --resume    # continue OUTPUT_DIR's run
 
 Same command line as fastreid's ``tools/train_net.py``; trailing ``KEY VALUE`` pairs override the config.
+``--num-gpus N`` starts N processes (torch.distributed): one per GPU with NCCL, or N CPU processes with gloo
+on a machine without CUDA. A non-finite loss ends the run with a non-zero exit status.
 """
 import os
 import sys
@@ -13,10 +16,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastreid_ewth  # noqa: E402,F401  (patches fastreid, registers the plugin)
-from fastreid.engine import default_argument_parser, launch  # noqa: E402
+from fastreid.engine import default_argument_parser  # noqa: E402
 
 from fastreid_ewth.engine import EWTHTrainer, setup_cfg  # noqa: E402
 from fastreid_ewth.engine.evaluate import evaluate_checkpoint  # noqa: E402
+from fastreid_ewth.engine.launch import launch  # noqa: E402
 
 
 def main(args):

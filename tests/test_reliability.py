@@ -1,0 +1,560 @@
+"""Reliability: exact resume after SIGKILL, atomic checkpoints, multi-process runs with gloo, non-finite loss.
+
+End-to-end runs go through tools/train_net.py with projects/Demo.yml on a 16-identity slice of SynthReID
+(symlinks into the generated set, so an epoch is 9 steps), one intra-op thread per process so that two
+runs can share the 2 cores and every run computes the same way. A ``sitecustomize`` probe (written by
+the ``probe`` fixture, loaded through PYTHONPATH by every process, spawned ones included) records what
+each process trained on and wrote, and can poison one loss term at a given step.
+"""
+import io
+import json
+import multiprocessing
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+
+TRAIN_NET = str(REPO / "tools" / "train_net.py")
+TRAIN_IDS = 16  # 151 images: 9 steps of 16 images per epoch
+TEST_IDS = 12  # 24 query and 80 gallery images
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory, datasets_root):
+    """A $FASTREID_DATASETS holding a SynthReID slice: the first TRAIN_IDS / TEST_IDS identities."""
+    source = os.path.join(datasets_root, "SynthReID")
+    root = tmp_path_factory.mktemp("synth_slice")
+    target = root / "SynthReID"
+    with open(os.path.join(source, "SYNTHREID_COMPLETE")) as f:
+        marker = f.read()
+    for split, count in (("bounding_box_train", TRAIN_IDS), ("query", TEST_IDS), ("bounding_box_test", TEST_IDS)):
+        names = sorted(os.listdir(os.path.join(source, split)))
+        keep = sorted({n[:4] for n in names})[:count]
+        (target / split).mkdir(parents=True)
+        for n in names:
+            if n[:4] in keep:
+                os.symlink(os.path.join(source, split, n), target / split / n)
+    (target / "SYNTHREID_COMPLETE").write_text(marker)
+    return root
+
+
+PROBE = textwrap.dedent('''
+    import json, os
+    if os.environ.get("EWTH_PROBE_DIR"):
+        import torch
+        import fastreid_ewth  # noqa: F401
+        from fastreid.engine.train_loop import HookBase
+        from fastreid.utils import comm
+        from fastreid_ewth.engine.trainer import EWTHTrainer
+
+        OUT = os.environ["EWTH_PROBE_DIR"]
+        NAN_AT = int(os.environ.get("EWTH_PROBE_NAN_AT", "-1"))
+        record = {"steps": [], "saved": []}
+
+        def dump():
+            with open(os.path.join(OUT, "probe.rank{}.json".format(comm.get_rank())), "w") as f:
+                json.dump(record, f)
+
+        real_save = torch.save
+
+        def save(obj, f, *args, **kwargs):  # every file torch.save writes, by the process that writes it
+            if isinstance(getattr(f, "name", f), str):
+                record["saved"].append(os.path.basename(getattr(f, "name", f)))
+                dump()
+            return real_save(obj, f, *args, **kwargs)
+
+        torch.save = save
+
+        class Probe(HookBase):
+            def before_train(self):
+                self.forwards = 0
+                self.trainer.model.register_forward_pre_hook(self.pre)
+                # prepend: runs before the trainer's own hooks, as if the model had computed the value
+                self.trainer.model.register_forward_hook(self.post, prepend=True)
+
+            def pre(self, module, inputs):
+                if module.training:
+                    self.targets = inputs[0]["targets"].tolist()
+
+            def post(self, module, inputs, output):
+                if not module.training:
+                    return None
+                out = dict(output)
+                if self.forwards == NAN_AT:
+                    out["loss_triplet"] = out["loss_triplet"] * float("nan")
+                self.forwards += 1
+                self.local = {k: float(v) for k, v in out.items()}
+                return out
+
+            def after_step(self):
+                entry = {"iter": self.trainer.iter, "targets": self.targets, "local": self.local}
+                if comm.is_main_process():  # the value fastreid logs: this step's, not smoothed
+                    entry["logged_total"] = self.trainer.storage.history("total_loss").latest()
+                record["steps"].append(entry)
+                dump()
+
+        build_hooks = EWTHTrainer.build_hooks
+        EWTHTrainer.build_hooks = lambda self: build_hooks(self) + [Probe()]
+''')
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("probe")
+    (folder / "sitecustomize.py").write_text(PROBE)
+    return folder
+
+
+def _env(small_root, probe=None, **extra):
+    env = dict(os.environ, FASTREID_DATASETS=str(small_root), OMP_NUM_THREADS="1")
+    if probe is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(probe)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@pytest.fixture
+def launched():
+    """Processes started by ``_train_net``; whatever is still running at the end is killed with its children."""
+    procs = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _train_net(launched, out, *args, env):
+    """Start tools/train_net.py on projects/Demo.yml in its own process group; output goes to ``<out>.log``."""
+    cmd = [sys.executable, TRAIN_NET, "--config-file", "projects/Demo.yml", *args, "OUTPUT_DIR", str(out)]
+    log = "{}.{}.log".format(out, len(launched))
+    with open(log, "w") as f:  # a file, not a pipe: nobody reads a pipe while the run goes on
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.log = log
+    launched.append(proc)
+    return proc
+
+
+def _output(proc):
+    with open(proc.log) as f:
+        return f.read()
+
+
+def _finish(proc, timeout=600):
+    proc.wait(timeout=timeout)
+    return proc.returncode, _output(proc)
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _max_diff(a, b):
+    """Largest absolute difference between two nested structures of tensors / numbers (inf if they differ in
+    structure)."""
+    if isinstance(a, torch.Tensor):
+        if not isinstance(b, torch.Tensor) or a.shape != b.shape:
+            return float("inf")
+        return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+    if isinstance(a, dict):
+        if not isinstance(b, dict) or set(a) != set(b):
+            return float("inf")
+        return max([_max_diff(a[k], b[k]) for k in a] + [0.0])
+    if isinstance(a, (list, tuple)):
+        if not isinstance(b, (list, tuple)) or len(a) != len(b):
+            return float("inf")
+        return max([_max_diff(x, y) for x, y in zip(a, b)] + [0.0])
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) if a == a or b == b else 0.0
+    return 0.0 if a == b else float("inf")
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. exact resume after SIGKILL
+# --------------------------------------------------------------------------------------------------
+RESUME_RUN = ["MODEL.LOSSES.NAME", '("CrossEntropyLoss", "EWTHLoss", "CenterLoss")',  # two optimizers
+              "SOLVER.MAX_EPOCH", "3", "SOLVER.STEPS", "[2]",  # warm-up in epoch 0, decay at epoch 2
+              "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "3", "SOLVER.IMS_PER_BATCH", "16",
+              "DATALOADER.NUM_WORKERS", "1"]  # the demo's loader: augmentation in a worker process
+
+
+def test_resume_after_sigkill_ends_where_the_uninterrupted_run_ends(tmp_path, small_root, launched):
+    env = _env(small_root)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    reference = _train_net(launched, whole, *RESUME_RUN, env=env)
+    victim = _train_net(launched, cut, *RESUME_RUN, env=env)
+    pointer = cut / "last_checkpoint"
+    deadline = time.time() + 600
+    while not pointer.exists():  # kill as soon as the first checkpoint is complete
+        assert victim.poll() is None, "the run ended before its first checkpoint:\n" + _output(victim)[-3000:]
+        assert time.time() < deadline, "no checkpoint after 10 minutes"
+        time.sleep(0.01)
+    os.killpg(victim.pid, signal.SIGKILL)  # the trainer and its loader worker, as a pre-empted job
+    rc, _ = _finish(victim)
+    assert rc == -signal.SIGKILL
+    killed_at = pointer.read_text()
+    assert killed_at != "model_final.pth" and not (cut / "model_final.pth").exists()
+
+    resumed = _train_net(launched, cut, "--resume", *RESUME_RUN, env=env)
+    rc, log = _finish(resumed)
+    assert rc == 0, log[-3000:]
+    assert "Resuming at epoch 1 (iteration 9)" in log, log[-3000:]
+    rc, reference_log = _finish(reference)
+    assert rc == 0, reference_log[-3000:]
+
+    a, b = _load(whole / "model_final.pth"), _load(cut / "model_final.pth")
+    assert "center_loss.centers" in a["model"] and "center_optimizer" in a
+    a_model, b_model = a["model"], b["model"]
+    moved = _max_diff(a_model, _load(cut / killed_at)["model"])
+    assert moved > 1e-3  # the two epochs after the kill did train
+    assert _max_diff(a_model, b_model) <= 1e-6
+    for key in ("optimizer", "center_optimizer", "lr_sched", "warmup_sched"):
+        assert _max_diff(a[key], b[key]) <= 1e-6, key
+    # every process's random state at the end is the one the uninterrupted run has
+    assert _max_diff(a["training_state"]["rng"], b["training_state"]["rng"]) == 0.0
+    assert a["training_state"]["iteration"] == b["training_state"]["iteration"] == 27
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. atomic checkpoints
+# --------------------------------------------------------------------------------------------------
+def _half_then_fail(real_save):
+    def save(obj, f, *args, **kwargs):
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        data = buffer.getvalue()
+        f.write(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    return save
+
+
+def test_a_save_failing_midway_leaves_the_previous_checkpoint_and_pointer(tmp_path, monkeypatch):
+    from fastreid.utils.checkpoint import Checkpointer
+    from fastreid_ewth.engine.checkpoint import AtomicCheckpointer
+
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.Adam(model.parameters())
+    ckpt = AtomicCheckpointer(model, str(tmp_path), optimizer=optimizer)
+    ckpt.save("model_final", epoch=0)
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    monkeypatch.setattr(torch, "save", _half_then_fail(torch.save))
+    for name in ("model_final", "model_0001"):  # overwriting the file the pointer names, and a new file
+        with pytest.raises(OSError, match="No space left"):
+            ckpt.save(name, epoch=1)
+    monkeypatch.undo()
+
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_final.pth"]  # no half file, no temporary
+    fresh = torch.nn.Linear(4, 3)
+    extra = AtomicCheckpointer(fresh, str(tmp_path)).resume_or_load("", resume=True)
+    assert extra["epoch"] == 0
+    assert all(torch.equal(fresh.state_dict()[k], good[k]) for k in good)
+
+    # the same failure with fastreid's own Checkpointer corrupts the file its pointer names
+    monkeypatch.setattr(torch, "save", _half_then_fail(torch.save))
+    with pytest.raises(OSError):
+        Checkpointer(model, str(tmp_path)).save("model_final", epoch=1)
+    monkeypatch.undo()
+    with pytest.raises(Exception):
+        _load(tmp_path / "model_final.pth")
+
+
+def test_a_pointer_write_failing_midway_keeps_the_previous_pointer(tmp_path):
+    from fastreid_ewth.engine.checkpoint import atomic_write
+
+    pointer = tmp_path / "last_checkpoint"
+    pointer.write_text("model_0004.pth")
+
+    def half(f):
+        f.write(b"model_00")
+        raise KeyboardInterrupt  # even a kill-like interruption leaves no trace
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(str(pointer), half)
+    assert pointer.read_text() == "model_0004.pth"
+    assert os.listdir(tmp_path) == ["last_checkpoint"]
+
+
+def test_temporaries_of_killed_saves_are_invisible_and_removed_on_resume(tmp_path):
+    from fastreid_ewth.engine.checkpoint import AtomicCheckpointer, remove_stale_temporaries
+
+    model = torch.nn.Linear(2, 2)
+    ckpt = AtomicCheckpointer(model, str(tmp_path))
+    ckpt.save("model_0000")
+    # what a SIGKILL during the next save leaves behind
+    leftover = tmp_path / ".model_0001.pth.4242-deadbeef.partial"
+    leftover.write_bytes(b"\x80half")
+    assert ckpt.get_all_checkpoint_files() == [str(tmp_path / "model_0000.pth")]
+    assert ckpt.get_checkpoint_file() == str(tmp_path / "model_0000.pth")
+    assert remove_stale_temporaries(str(tmp_path)) == [str(leftover)]
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000.pth"]
+
+
+def test_the_trainer_saves_atomically():
+    from fastreid.utils.checkpoint import Checkpointer
+    from fastreid_ewth.engine import EWTHTrainer
+    from fastreid_ewth.engine.checkpoint import AtomicCheckpointer
+
+    holder = object.__new__(EWTHTrainer)
+    model = torch.nn.Linear(2, 2)
+    holder.checkpointer = Checkpointer(model, "out", save_to_disk=False, extra=model)  # as DefaultTrainer does
+    assert isinstance(holder.checkpointer, AtomicCheckpointer)
+    assert holder.checkpointer.checkpointables == {"extra": model} and holder.checkpointer.save_to_disk is False
+
+
+# --------------------------------------------------------------------------------------------------
+# the pieces of an exact resume
+# --------------------------------------------------------------------------------------------------
+def _identity_sampler():
+    from fastreid.data.samplers import NaiveIdentitySampler
+
+    data = [("img{}".format(i), "pid{}".format(i // 6), 0) for i in range(60)]  # 10 identities × 6 images
+    return NaiveIdentitySampler(data, mini_batch_size=8, num_instances=4, seed=123)
+
+
+def test_the_sampler_stream_ignores_other_random_draws_and_restarts_anywhere():
+    from fastreid_ewth.engine.resumable_loader import ResumableSampler
+
+    quiet = ResumableSampler(_identity_sampler(), seed=0)
+    it = iter(quiet)
+    reference = [next(it) for _ in range(100)]
+    assert [pos for _, pos in reference] == list(range(100))
+
+    busy = iter(ResumableSampler(_identity_sampler(), seed=0))
+    noisy = []
+    for _ in range(100):
+        noisy.append(next(busy))
+        np.random.rand(3), torch.rand(2), random.random()  # what augmentations and evaluation draw
+    assert noisy == reference
+
+    restarted = ResumableSampler(_identity_sampler(), seed=0)
+    restarted.start = 37
+    it = iter(restarted)
+    assert [next(it) for _ in range(63)] == reference[37:]
+
+    # fastreid's sampler alone is not a function of its seed once something else draws from numpy
+    plain = iter(_identity_sampler())
+    mixed = []
+    for _ in range(100):
+        mixed.append(next(plain))
+        np.random.rand(3)
+    assert mixed != [index for index, _ in reference]
+
+
+class _RandomItems:
+    """A dataset whose items are random draws: what an augmentation pipeline looks like to the RNG."""
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, index):
+        return index, random.random(), float(np.random.rand()), float(torch.rand(1))
+
+
+def test_each_sample_is_augmented_from_its_position_alone():
+    from fastreid_ewth.engine.resumable_loader import SeededSamples
+
+    samples = SeededSamples(_RandomItems(), seed=5, rank=0)
+    first = samples[(3, 17)]
+    np.random.seed(999), torch.manual_seed(999), random.seed(999)
+    state = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+    assert samples[(3, 17)] == first  # whatever the caller's generators are
+    assert random.getstate() == state[0] and np.array_equal(np.random.get_state()[1], state[1])
+    assert torch.equal(torch.get_rng_state(), state[2])  # and they are left as they were
+    assert samples[(3, 18)][1:] != first[1:]
+    assert SeededSamples(_RandomItems(), seed=5, rank=1)[(3, 17)][1:] != first[1:]
+
+
+def _demo_cfg(**overrides):
+    from fastreid.config import get_cfg
+    from fastreid_ewth.config import add_ewth_config
+
+    cfg = add_ewth_config(get_cfg())
+    cfg.merge_from_file(str(REPO / "projects" / "Demo.yml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", 16])
+    for key, value in overrides.items():
+        cfg.merge_from_list([key, value])
+    return cfg
+
+
+def test_training_batches_do_not_depend_on_loader_workers_and_resume_mid_stream(datasets_root):
+    from fastreid_ewth.engine import EWTHTrainer
+
+    def batches(workers, skip=0, n=3):
+        np.random.seed(0)  # the sampler's seed comes from numpy, as after setup_cfg's SEED
+        loader = EWTHTrainer.build_train_loader(_demo_cfg(**{"DATALOADER.NUM_WORKERS": workers}))
+        loader.resume_at(skip)
+        it = iter(loader)
+        return [next(it) for _ in range(n)]
+
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    in_process = batches(0)
+    assert torch.equal(torch.get_rng_state(), state)  # loading consumed none of the trainer's random numbers
+    in_worker = batches(1)
+    resumed = batches(1, skip=1, n=2)
+    for x, y in zip(in_process, in_worker):
+        assert torch.equal(x["images"], y["images"]) and torch.equal(x["targets"], y["targets"])
+    for x, y in zip(in_process[1:], resumed):
+        assert torch.equal(x["images"], y["images"]) and torch.equal(x["targets"], y["targets"])
+
+
+def test_training_state_round_trip_restores_every_generator_and_loads_weights_only(tmp_path):
+    from fastreid_ewth.engine.resume import TrainingState
+
+    trainer = _Namespace(iter=18, data_loader=_Namespace(seeds={"sampler": 7, "samples": 7}, batch_size=16))
+    state = TrainingState(trainer)
+    state.best_metric = 0.5
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    np.random.randn()  # a cached Gaussian is part of numpy's state
+    torch.save({"training_state": state.state_dict()}, tmp_path / "ckpt.pth")
+    expected = (random.random(), np.random.randn(5).tolist(), torch.rand(5).tolist())
+
+    loaded = torch.load(tmp_path / "ckpt.pth", weights_only=True)["training_state"]  # torch >= 2.6 default
+    assert loaded["iteration"] == 18 and loaded["data"] == {"sampler": 7, "samples": 7} and loaded["batch"] == 16
+    random.seed(0), np.random.seed(0), torch.manual_seed(0)
+    other = TrainingState(trainer)
+    other.load_state_dict(loaded)
+    assert other.best_metric == 0.5
+    other.restore_random_state()
+    assert (random.random(), np.random.randn(5).tolist(), torch.rand(5).tolist()) == expected
+    with pytest.raises(ValueError, match="format"):
+        other.load_state_dict(dict(loaded, format=99))
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. multi-process with gloo
+# --------------------------------------------------------------------------------------------------
+def test_two_process_gloo_run_splits_batches_reduces_losses_and_only_rank0_writes(tmp_path, small_root, probe,
+                                                                                 launched):
+    out = tmp_path / "ddp"
+    out.mkdir()
+    proc = _train_net(launched, out, "--num-gpus", "2", "--dist-url", "auto", "SOLVER.MAX_EPOCH", "1",
+                      "SOLVER.IMS_PER_BATCH", "32", "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "1",
+                      "DATALOADER.NUM_WORKERS", "0", env=_env(small_root, probe, EWTH_PROBE_DIR=out))
+    rc, log = _finish(proc)
+    assert rc == 0, log[-4000:]
+    assert "World size: 2" in log and "| SynthReID" in log  # trained and evaluated as one 2-process run
+    ranks = [json.loads((out / "probe.rank{}.json".format(r)).read_text()) for r in (0, 1)]
+    steps = [r["steps"] for r in ranks]
+    assert [s["iter"] for s in steps[0]] == [s["iter"] for s in steps[1]] == [0, 1, 2, 3]  # 151 // 32 steps
+    for rank_steps in steps:
+        for s in rank_steps:  # 32 images over 2 processes: 16 each, P=4 identities × K=4
+            counts = sorted(s["targets"].count(t) for t in set(s["targets"]))
+            assert counts == [4, 4, 4, 4], s["targets"]
+    assert any(a["targets"] != b["targets"] for a, b in zip(*steps))  # each process has its own half
+    for a, b in zip(*steps):  # rank 0 logs the mean over the processes of each process's total loss
+        local = [sum(a["local"].values()), sum(b["local"].values())]
+        assert local[0] != local[1]
+        assert a["logged_total"] == pytest.approx(np.mean(local), rel=1e-5)
+    assert ranks[1]["saved"] == []
+    assert any("model_final.pth" in name for name in ranks[0]["saved"])
+    assert (out / "last_checkpoint").read_text() == "model_final.pth"
+    state = _load(out / "model_final.pth")["training_state"]
+    assert state["world_size"] == 2 and len(state["rng"]) == 2 and None not in state["rng"]  # both ranks' RNG
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. non-finite loss
+# --------------------------------------------------------------------------------------------------
+def test_nonfinite_loss_stops_before_the_update_and_saves_the_last_good_state(tmp_path, small_root, probe,
+                                                                             launched):
+    out = tmp_path / "nan"
+    out.mkdir()
+    proc = _train_net(launched, out, "SOLVER.MAX_EPOCH", "3", "SOLVER.STEPS", "[2]", "SOLVER.CHECKPOINT_PERIOD", "1",
+                      "TEST.EVAL_PERIOD", "3", "SOLVER.IMS_PER_BATCH", "16", "DATALOADER.NUM_WORKERS", "0",
+                      env=_env(small_root, probe, EWTH_PROBE_DIR=out, EWTH_PROBE_NAN_AT=11))
+    rc, log = _finish(proc)
+    assert rc != 0
+    assert "Non-finite loss at iteration 11 (epoch 1, step 3 of 9): loss_triplet = nan" in log, log[-3000:]
+    assert "model_last_good.pth" in log and "continues from {}".format(out / "model_0000.pth") in log
+    assert [s["iter"] for s in json.loads((out / "probe.rank0.json").read_text())["steps"]] == list(range(11))
+    assert (out / "last_checkpoint").read_text() == "model_0000.pth"  # --resume still picks the periodic one
+    snapshot = _load(out / "model_last_good.pth")
+    assert snapshot["iteration"] == 11 and snapshot["training_state"]["iteration"] == 11
+    assert list(snapshot["nonfinite"]) == [0] and list(snapshot["nonfinite"][0]) == ["loss_triplet"]
+    weights = snapshot["model"]
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())  # no NaN step applied
+    assert _max_diff(weights, _load(out / "model_0000.pth")["model"]) > 0  # two good steps after the checkpoint
+
+
+class _Namespace:
+    """Attributes given as keywords (a stand-in for a trainer; unlike SimpleNamespace, weak-referenceable)."""
+
+    def __init__(self, **attributes):
+        self.__dict__.update(attributes)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _guarded_step(rank, world_size, port, out, bad_rank, results):
+    """One training forward on ``rank`` of a gloo group; only ``bad_rank`` computes a NaN loss."""
+    import torch.distributed as dist
+
+    from fastreid_ewth.engine.checkpoint import AtomicCheckpointer
+    from fastreid_ewth.engine.nan_guard import NonFiniteLossError, NonFiniteLossGuard
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{}".format(port), world_size=world_size,
+                            rank=rank)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2))
+
+        def forward(self, x):
+            bad = float("nan") if rank == bad_rank else 1.0
+            return {"loss_cls": (self.w * x).sum(), "loss_triplet": (self.w * x).sum() * bad}
+
+    model = Model()
+    trainer = _Namespace(iter=5, epoch=0, iters_per_epoch=9, cfg=_Namespace(OUTPUT_DIR=out),
+                         checkpointer=AtomicCheckpointer(model, out, save_to_disk=rank == 0))
+    model.register_forward_hook(NonFiniteLossGuard(trainer))
+    try:
+        model(torch.ones(2))
+        results.put((rank, "no error"))
+    except NonFiniteLossError as e:
+        results.put((rank, str(e)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_nonfinite_loss_on_one_process_stops_every_process(tmp_path):
+    # fork: the children start at once (no new interpreter), the guard's collectives are real gloo ones
+    ctx = multiprocessing.get_context("fork")
+    results, port = ctx.Queue(), _free_port()
+    procs = [ctx.Process(target=_guarded_step, args=(r, 2, port, str(tmp_path), 1, results)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    hung = [p for p in procs if p.is_alive()]
+    for p in hung:
+        p.kill()
+    assert not hung, "a process is still waiting: the guard deadlocked"
+    messages = dict(results.get(timeout=5) for _ in procs)
+    for rank in (0, 1):
+        assert "Non-finite loss at iteration 5 (epoch 0, step 6 of 9): loss_triplet = nan on rank 1" in messages[rank]
+    assert os.listdir(tmp_path) == ["model_last_good.pth"]  # written once, by rank 0
+    assert torch.equal(_load(tmp_path / "model_last_good.pth")["model"]["w"], torch.ones(2))
