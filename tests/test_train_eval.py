@@ -12,7 +12,7 @@ import torch
 from conftest import REPO
 
 TRAIN_NET = str(REPO / "tools" / "train_net.py")
-TINY = ["SOLVER.MAX_EPOCH", "2", "SOLVER.STEPS", "[1]", "SOLVER.WARMUP_ITERS", "5",
+TINY = ["SOLVER.MAX_EPOCH", "2", "SOLVER.STEPS", "[2]",
         "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "2", "DATALOADER.NUM_WORKERS", "0"]
 
 
