@@ -10,8 +10,8 @@ import torch
 
 from fastreid.data.datasets import DATASET_REGISTRY
 
-from ..losses import EWTH_VARIANTS, NORM_FEATS
-from ..modeling import SUPPORTED_LOSSES
+from ..modeling import SUPPORTED_LOSSES, EWTHLoss
+from ..modeling.center_loss import check_center_config
 from .sampler_check import check_identity_sampler
 
 __all__ = ["validate_run", "FASTREID_LOSSES", "DATASET_LAYOUTS"]
@@ -67,29 +67,9 @@ def _check_losses(cfg):
             raise ValueError("MODEL.LOSSES.NAME {}: unknown loss name(s) {} for {}; valid names are {}{}".format(
                 names, unknown, arch, ", ".join(known), hint))
     if "EWTHLoss" in names:
-        e = cfg.MODEL.LOSSES.EWTH
-        if e.VARIANT not in EWTH_VARIANTS:
-            raise ValueError("MODEL.LOSSES.EWTH.VARIANT {!r} is not a variant; choose one of {}".format(
-                e.VARIANT, ", ".join(EWTH_VARIANTS)))
-        if e.NORM_FEAT not in NORM_FEATS:
-            raise ValueError("MODEL.LOSSES.EWTH.NORM_FEAT {!r} is unknown; choose one of {}".format(
-                e.NORM_FEAT, ", ".join(NORM_FEATS)))
-        if not 0.0 <= e.EW_THRESHOLD < 1.0:
-            raise ValueError("MODEL.LOSSES.EWTH.EW_THRESHOLD {} must lie in [0, 1): it is compared with weight "
-                             "differences normalised by their maximum (the paper uses 0.1)".format(e.EW_THRESHOLD))
-        if e.MARGIN > 0:  # hinge terms; MARGIN <= 0 selects the soft margin for every term
-            for key in ("MEAN_NEG_MARGIN", "EW_MARGIN"):
-                if e[key] < 0:
-                    raise ValueError("MODEL.LOSSES.EWTH.{} is {}: a negative hinge margin is not allowed. Use a "
-                                     "margin >= 0 (the paper uses 0.3), or MARGIN 0 for the soft margin on every "
-                                     "term".format(key, e[key]))
-        if e.SCALE < 0:
-            raise ValueError("MODEL.LOSSES.EWTH.SCALE {} must be >= 0".format(e.SCALE))
+        EWTHLoss.from_config(cfg)  # checks MODEL.LOSSES.EWTH; building it is cheap (no parameters)
     if "CenterLoss" in names:
-        c = cfg.MODEL.LOSSES.CENTER
-        if c.SCALE <= 0 or c.LR <= 0:
-            raise ValueError("MODEL.LOSSES.CENTER.SCALE ({}) and MODEL.LOSSES.CENTER.LR ({}) must be > 0; drop "
-                             "CenterLoss from MODEL.LOSSES.NAME to turn it off".format(c.SCALE, c.LR))
+        check_center_config(cfg)
 
 
 def _check_weights_path(weights):

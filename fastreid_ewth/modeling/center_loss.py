@@ -4,7 +4,15 @@ from torch import nn
 
 from ..losses.center import center_loss
 
-__all__ = ["CenterLoss"]
+__all__ = ["CenterLoss", "check_center_config"]
+
+
+def check_center_config(cfg):
+    """``MODEL.LOSSES.CENTER.{SCALE, LR}`` must be > 0 when CenterLoss is trained."""
+    c = cfg.MODEL.LOSSES.CENTER
+    if c.SCALE <= 0 or c.LR <= 0:
+        raise ValueError("MODEL.LOSSES.CENTER.SCALE ({}) and MODEL.LOSSES.CENTER.LR ({}) must be > 0; drop "
+                         "CenterLoss from MODEL.LOSSES.NAME to turn it off".format(c.SCALE, c.LR))
 
 
 class CenterLoss(nn.Module):

@@ -7,7 +7,7 @@ from fastreid.modeling.meta_arch import META_ARCH_REGISTRY, Baseline
 from fastreid.utils.events import get_event_storage
 
 from ..losses.diagnostics import triplet_diagnostics
-from .center_loss import CenterLoss
+from .center_loss import CenterLoss, check_center_config
 from .ewth_loss import EWTHLoss
 
 __all__ = ["EWTHBaseline", "SUPPORTED_LOSSES", "DIAGNOSTICS_PREFIX"]
@@ -59,10 +59,7 @@ class EWTHBaseline(Baseline):
         feat_dim = cfg.MODEL.HEADS.EMBEDDING_DIM or cfg.MODEL.BACKBONE.FEAT_DIM
         center = None
         if "CenterLoss" in names:
-            if cfg.MODEL.LOSSES.CENTER.SCALE <= 0 or cfg.MODEL.LOSSES.CENTER.LR <= 0:
-                raise ValueError("MODEL.LOSSES.CENTER.SCALE ({}) and MODEL.LOSSES.CENTER.LR ({}) must be > 0 "
-                                 "when CenterLoss is used; drop CenterLoss from MODEL.LOSSES.NAME to turn it "
-                                 "off".format(cfg.MODEL.LOSSES.CENTER.SCALE, cfg.MODEL.LOSSES.CENTER.LR))
+            check_center_config(cfg)
             center = CenterLoss(cfg.MODEL.HEADS.NUM_CLASSES, feat_dim, cfg.MODEL.LOSSES.CENTER.SCALE)
         return {
             "backbone": base["backbone"],
