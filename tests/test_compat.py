@@ -173,7 +173,7 @@ def test_imagenet_weights_offline_fail_fast_with_instructions(monkeypatch, tmp_p
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     # a closed local port: the download fails at once, as it does on a machine without internet
-    monkeypatch.setattr(compat, "PRETRAIN_TIMEOUT_S", 5)
+    monkeypatch.setattr(compat.patches, "PRETRAIN_TIMEOUT_S", 5)
     monkeypatch.setitem(resnet.model_urls, "18x", "http://127.0.0.1:9/resnet18-test.pth")
     cfg = stock_baseline_cfg(tmp_path, **{"MODEL.BACKBONE.PRETRAIN": True})
     with pytest.raises(RuntimeError, match="MODEL.BACKBONE.PRETRAIN_PATH"):

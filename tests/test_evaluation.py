@@ -21,7 +21,7 @@ from fastreid.utils import compute_dist
 from fastreid.utils.compute_dist import build_dist
 
 from fastreid_ewth.evaluation import (
-    EWTHReidEvaluator,
+    ExactReidEvaluator,
     UnsupportedProtocolError,
     evaluate_features,
     evaluate_rank,
@@ -356,7 +356,7 @@ def test_evaluator_matches_reid_evaluator(metric, option, cpu_jaccard):
         cfg.TEST[option].ENABLED = True
     num_q, batches = make_batches()
     ref = run_evaluator(reid_evaluation.ReidEvaluator, cfg, num_q, batches)
-    got = run_evaluator(EWTHReidEvaluator, cfg, num_q, batches)
+    got = run_evaluator(ExactReidEvaluator, cfg, num_q, batches)
     assert isinstance(got, OrderedDict)
     assert list(got) == list(ref)
     if option == "ROC":
@@ -371,10 +371,10 @@ def test_evaluator_gathers_across_processes(monkeypatch):
 
     cfg = get_cfg()
     num_q, batches = make_batches(seed=1)
-    single = run_evaluator(EWTHReidEvaluator, cfg, num_q, batches)
+    single = run_evaluator(ExactReidEvaluator, cfg, num_q, batches)
 
     # process 0 saw the first two batches, process 1 the rest; gather hands both lists to process 0
-    ev0, ev1 = EWTHReidEvaluator(cfg, num_q), EWTHReidEvaluator(cfg, num_q)
+    ev0, ev1 = ExactReidEvaluator(cfg, num_q), ExactReidEvaluator(cfg, num_q)
     for i, (inputs, outputs) in enumerate(batches):
         (ev0 if i < 2 else ev1).process(inputs, outputs)
     comm = evaluator_module.comm
@@ -403,23 +403,23 @@ def test_evaluator_never_compiles(monkeypatch):
     monkeypatch.setattr(subprocess, "Popen", forbidden)
     cfg = get_cfg()
     num_q, batches = make_batches(seed=2)
-    assert run_evaluator(EWTHReidEvaluator, cfg, num_q, batches)["Rank-1"] > 0
+    assert run_evaluator(ExactReidEvaluator, cfg, num_q, batches)["Rank-1"] > 0
 
 
 def test_evaluator_errors():
     cfg = get_cfg()
     cfg.TEST.METRIC = "manhattan"
     with pytest.raises(ValueError, match="manhattan"):
-        EWTHReidEvaluator(cfg, 10)
+        ExactReidEvaluator(cfg, 10)
     cfg = get_cfg()
     num_q, batches = make_batches(seed=3)
     with pytest.raises(ValueError, match="num_query=360"):
-        run_evaluator(EWTHReidEvaluator, cfg, 360, batches)
+        run_evaluator(ExactReidEvaluator, cfg, 360, batches)
     inputs, outputs = batches[0]
     outputs = outputs.clone()
     outputs[[2, 7]] = float("nan")
     with pytest.raises(ValueError, match=r"query features has 2 row"):
-        run_evaluator(EWTHReidEvaluator, cfg, num_q, [(inputs, outputs)] + batches[1:])
+        run_evaluator(ExactReidEvaluator, cfg, num_q, [(inputs, outputs)] + batches[1:])
 
 
 def test_results_print_as_fastreid_table(caplog):
@@ -430,7 +430,7 @@ def test_results_print_as_fastreid_table(caplog):
     cfg = get_cfg()
     cfg.TEST.ROC.ENABLED = True
     num_q, batches = make_batches(seed=4)
-    results = run_evaluator(EWTHReidEvaluator, cfg, num_q, batches)
+    results = run_evaluator(ExactReidEvaluator, cfg, num_q, batches)
     results["dataset"] = "SynthReID"  # added by fastreid's trainer before printing
     with caplog.at_level(logging.INFO, logger="fastreid.evaluation.testing"):
         print_csv_format(results)

@@ -244,7 +244,7 @@ def _half_then_fail(real_save):
 
 def test_a_save_failing_midway_leaves_the_previous_checkpoint_and_pointer(tmp_path, monkeypatch):
     from fastreid.utils.checkpoint import Checkpointer
-    from fastreid_ewth.engine.checkpoint import AtomicCheckpointer
+    from fastreid_ewth.reliability.checkpoint import AtomicCheckpointer
 
     model = torch.nn.Linear(4, 3)
     optimizer = torch.optim.Adam(model.parameters())
@@ -276,7 +276,7 @@ def test_a_save_failing_midway_leaves_the_previous_checkpoint_and_pointer(tmp_pa
 
 
 def test_a_pointer_write_failing_midway_keeps_the_previous_pointer(tmp_path):
-    from fastreid_ewth.engine.checkpoint import atomic_write
+    from fastreid_ewth.files import atomic_write
 
     pointer = tmp_path / "last_checkpoint"
     pointer.write_text("model_0004.pth")
@@ -292,7 +292,8 @@ def test_a_pointer_write_failing_midway_keeps_the_previous_pointer(tmp_path):
 
 
 def test_temporaries_of_killed_saves_are_invisible_and_removed_on_resume(tmp_path):
-    from fastreid_ewth.engine.checkpoint import AtomicCheckpointer, remove_stale_temporaries
+    from fastreid_ewth.files import remove_stale_temporaries
+    from fastreid_ewth.reliability.checkpoint import AtomicCheckpointer
 
     model = torch.nn.Linear(2, 2)
     ckpt = AtomicCheckpointer(model, str(tmp_path))
@@ -309,7 +310,7 @@ def test_temporaries_of_killed_saves_are_invisible_and_removed_on_resume(tmp_pat
 def test_the_trainer_saves_atomically():
     from fastreid.utils.checkpoint import Checkpointer
     from fastreid_ewth.engine import EWTHTrainer
-    from fastreid_ewth.engine.checkpoint import AtomicCheckpointer
+    from fastreid_ewth.reliability.checkpoint import AtomicCheckpointer
 
     holder = object.__new__(EWTHTrainer)
     model = torch.nn.Linear(2, 2)
@@ -329,7 +330,7 @@ def _identity_sampler():
 
 
 def test_the_sampler_stream_ignores_other_random_draws_and_restarts_anywhere():
-    from fastreid_ewth.engine.resumable_loader import ResumableSampler
+    from fastreid_ewth.reliability.resume import ResumableSampler
 
     quiet = ResumableSampler(_identity_sampler(), seed=0)
     it = iter(quiet)
@@ -368,7 +369,7 @@ class _RandomItems:
 
 
 def test_each_sample_is_augmented_from_its_position_alone():
-    from fastreid_ewth.engine.resumable_loader import SeededSamples
+    from fastreid_ewth.reliability.resume import SeededSamples
 
     samples = SeededSamples(_RandomItems(), seed=5, rank=0)
     first = samples[(3, 17)]
@@ -416,7 +417,7 @@ def test_training_batches_do_not_depend_on_loader_workers_and_resume_mid_stream(
 
 
 def test_training_state_round_trip_restores_every_generator_and_loads_weights_only(tmp_path):
-    from fastreid_ewth.engine.resume import TrainingState
+    from fastreid_ewth.reliability.resume import TrainingState
 
     trainer = _Namespace(iter=18, data_loader=_Namespace(seeds={"sampler": 7, "samples": 7}, batch_size=16))
     state = TrainingState(trainer)
@@ -511,8 +512,8 @@ def _guarded_step(rank, world_size, port, out, bad_rank, results):
     """One training forward on ``rank`` of a gloo group; only ``bad_rank`` computes a NaN loss."""
     import torch.distributed as dist
 
-    from fastreid_ewth.engine.checkpoint import AtomicCheckpointer
-    from fastreid_ewth.engine.nan_guard import NonFiniteLossError, NonFiniteLossGuard
+    from fastreid_ewth.reliability.checkpoint import AtomicCheckpointer
+    from fastreid_ewth.reliability.nan_guard import NonFiniteLossError, NonFiniteLossGuard
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{}".format(port), world_size=world_size,

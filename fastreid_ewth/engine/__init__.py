@@ -1,5 +1,9 @@
-"""Trainer and command-line helpers."""
-from .trainer import EWTHTrainer, resolve_device
-from .setup import setup_cfg
+"""Training and evaluation: run set-up, the recipe trainer, ``EWTHTrainer``, ``--eval-only``."""
+from ..reliability.launch import launch
+from .evaluate import evaluate_checkpoint
+from .recipe import RecipeTrainer
+from .setup import resolve_device, setup_cfg, validate_run
+from .trainer import EWTHTrainer
 
-__all__ = ["EWTHTrainer", "resolve_device", "setup_cfg"]
+__all__ = ["EWTHTrainer", "RecipeTrainer", "evaluate_checkpoint", "launch", "resolve_device", "setup_cfg",
+           "validate_run"]

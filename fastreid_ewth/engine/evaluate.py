@@ -4,6 +4,7 @@ import os
 
 import torch
 
+from .. import compat
 from .trainer import EWTHTrainer
 
 logger = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ def _classifier_rows(state_dict):
 
 
 def _read_state_dict(path):
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = compat.load_checkpoint_file(path)
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise ValueError("MODEL.WEIGHTS {!r} is not a model checkpoint (expected a state dict, or a dict with a "

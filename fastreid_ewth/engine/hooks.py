@@ -1,10 +1,9 @@
 """Training hooks of fastreid_ewth."""
 import torch
 
-from fastreid.engine.hooks import PeriodicCheckpointer
 from fastreid.engine.train_loop import HookBase
 
-__all__ = ["CenterLossOptimizer", "ResumableCheckpointer"]
+__all__ = ["CenterLossOptimizer"]
 
 
 class CenterLossOptimizer(HookBase):
@@ -34,24 +33,3 @@ class CenterLossOptimizer(HookBase):
             g.div_(divisor)
         if all(torch.isfinite(g).all() for g in grads):
             self.optimizer.step()
-
-
-class ResumableCheckpointer(PeriodicCheckpointer):
-    """fastreid's periodic checkpoint hook, with the trainer's ``TrainingState`` gathered from every process.
-
-    fastreid registers its checkpoint hook on the main process only. This one runs on every process, so that
-    before each save all of them hand their random state to the main process (``TrainingState.collect``, a
-    collective); only the main process writes (the others' checkpointer has ``save_to_disk`` False). The best
-    metric before this epoch is saved too, so that a resumed run does not replace ``model_best.pth`` by a
-    worse model.
-    """
-
-    def before_train(self):
-        super().before_train()
-        self.best_metric = max(self.best_metric, self.trainer.training_state.best_metric)
-
-    def after_epoch(self):
-        state = self.trainer.training_state
-        state.best_metric = self.best_metric
-        state.collect()
-        super().after_epoch()

@@ -1,15 +1,197 @@
-"""Config set-up shared by ``tools/train_net.py`` and the tests."""
+"""Setting up a run: its config, its checks, its device and its logs, before anything is trained.
+
+``setup_cfg`` builds the frozen config of a run from fastreid-style command-line arguments, checks it and
+its inputs with ``validate_run`` *before* fastreid's ``default_setup`` creates ``OUTPUT_DIR`` (so a rejected
+run leaves nothing behind), then does fastreid's set-up and seeds the run. Every check raises an error that
+names the bad value and says how to fix it. ``resolve_device`` and ``log_to_output_dir`` make a config run
+on this machine and send the plugin's log records where fastreid's go; the trainer calls them too, for
+users who build it from their own code.
+"""
 import logging
+import os
+import sys
+
+import torch
 
 from fastreid.config import get_cfg
 from fastreid.engine import default_setup
 from fastreid.utils import comm
 from fastreid.utils.env import seed_all_rng
 
+from .. import compat
 from ..config import add_ewth_config
-from .validate import validate_run
+from ..modeling import SUPPORTED_LOSSES, EWTHLoss
+from ..modeling.center_loss import check_center_config
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["setup_cfg", "validate_run", "resolve_device", "log_to_output_dir", "check_identity_sampler",
+           "FASTREID_LOSSES", "DATASET_LAYOUTS", "IDENTITY_SAMPLERS", "METRIC_LOSSES"]
+
+IDENTITY_SAMPLERS = ("NaiveIdentitySampler", "BalancedIdentitySampler", "SetReWeightSampler")
+# losses that mine positives and negatives inside the batch
+METRIC_LOSSES = ("EWTHLoss", "TripletLoss", "CircleLoss", "Cosface")
+
+# what fastreid's own Baseline computes; it silently ignores any other name
+FASTREID_LOSSES = ("CrossEntropyLoss", "TripletLoss", "CircleLoss", "Cosface")
+
+# where fastreid's readers look under $FASTREID_DATASETS
+DATASET_LAYOUTS = {
+    "Market1501": "Market-1501-v15.09.15/{bounding_box_train,query,bounding_box_test}/*.jpg",
+    "DukeMTMC": "DukeMTMC-reID/{bounding_box_train,query,bounding_box_test}/*.jpg",
+    "MSMT17": "MSMT17_V2/{mask_train_v2,mask_test_v2,list_train.txt,list_val.txt,list_query.txt,list_gallery.txt}",
+    "CUHK03": "cuhk03/cuhk03_release/cuhk-03.mat (+ the splits fastreid derives from it)",
+}
+
+
+def validate_run(cfg, world_size=1, eval_only=False):
+    """Raise ``ValueError`` / ``FileNotFoundError`` for the first bad input of the run ``cfg`` describes."""
+    _check_device(cfg.MODEL.DEVICE)
+    _check_losses(cfg)
+    _check_weights_path(cfg.MODEL.WEIGHTS)
+    if not eval_only:
+        check_identity_sampler(cfg, world_size)
+        for name in cfg.DATASETS.NAMES:
+            data = _load_dataset(name)
+            if not data.train:
+                raise ValueError("DATASETS.NAMES: {} has no training images under {}".format(name, compat.datasets_root()))
+    for name in cfg.DATASETS.TESTS:
+        data = _load_dataset(name)
+        for split in ("query", "gallery"):
+            if not getattr(data, split):
+                raise ValueError("DATASETS.TESTS: the {} set of {} is empty (looked under {}); evaluation needs "
+                                 "query and gallery images".format(split, name, compat.datasets_root()))
+
+
+def _check_device(device):
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError("MODEL.DEVICE {!r} is not a device: use 'cuda', 'cuda:1' or 'cpu' (without CUDA, 'cuda' "
+                         "falls back to 'cpu' with a warning)".format(device)) from None
+
+
+def _check_losses(cfg):
+    arch = cfg.MODEL.META_ARCHITECTURE
+    names = tuple(cfg.MODEL.LOSSES.NAME)
+    known = {"EWTHBaseline": SUPPORTED_LOSSES, "Baseline": FASTREID_LOSSES}.get(arch)
+    if known is not None:
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            hint = " (EWTHLoss and CenterLoss need MODEL.META_ARCHITECTURE EWTHBaseline)" if arch == "Baseline" \
+                else ""
+            raise ValueError("MODEL.LOSSES.NAME {}: unknown loss name(s) {} for {}; valid names are {}{}".format(
+                names, unknown, arch, ", ".join(known), hint))
+    if "EWTHLoss" in names:
+        EWTHLoss.from_config(cfg)  # checks MODEL.LOSSES.EWTH; building it is cheap (no parameters)
+    if "CenterLoss" in names:
+        check_center_config(cfg)
+
+
+def _check_weights_path(weights):
+    if weights and not os.path.isfile(weights):
+        raise FileNotFoundError("MODEL.WEIGHTS {!r} does not exist. Pass the checkpoint of a finished run, e.g. "
+                                "`MODEL.WEIGHTS <OUTPUT_DIR>/model_final.pth`, or leave it empty.".format(weights))
+
+
+def _load_dataset(name):
+    from fastreid.data.datasets import DATASET_REGISTRY
+
+    try:
+        dataset_cls = DATASET_REGISTRY.get(name)
+    except KeyError:
+        raise ValueError("dataset {!r} is not registered; registered datasets: {}".format(
+            name, ", ".join(compat.registered_datasets()))) from None
+    try:
+        return dataset_cls(root=compat.datasets_root())
+    except (RuntimeError, FileNotFoundError) as e:
+        layout = DATASET_LAYOUTS.get(name, "the folder layout its fastreid reader expects")
+        raise FileNotFoundError(
+            "dataset {} not found: {}. Datasets are read from $FASTREID_DATASETS (now {!r}; default 'datasets'), "
+            "laid out as $FASTREID_DATASETS/{}. Set FASTREID_DATASETS to the folder that holds it.".format(
+                name, e, compat.datasets_root(), layout)) from None
+
+
+
+def check_identity_sampler(cfg, world_size=1):
+    """Raise ``ValueError`` naming the keys to change when the batch cannot hold P×K identities.
+
+    Needed when a metric loss is trained: every anchor needs another image of its identity (K >= 2) and
+    another identity (P >= 2) in its process's batch, and the batch must be P×K exactly.
+    """
+    names = tuple(cfg.MODEL.LOSSES.NAME)
+    if not any(n in METRIC_LOSSES for n in names):
+        return
+    sampler = cfg.DATALOADER.SAMPLER_TRAIN
+    k = cfg.DATALOADER.NUM_INSTANCE
+    total = cfg.SOLVER.IMS_PER_BATCH
+    if sampler not in IDENTITY_SAMPLERS:
+        raise ValueError("DATALOADER.SAMPLER_TRAIN is {!r}, but the metric loss in MODEL.LOSSES.NAME {} needs "
+                         "P identities × K images per batch: use one of {}".format(sampler, names, IDENTITY_SAMPLERS))
+    if k < 2:
+        raise ValueError("DATALOADER.NUM_INSTANCE is {}: the metric loss needs K >= 2 images per identity in a "
+                         "batch (the paper uses 4)".format(k))
+    if total % world_size:
+        raise ValueError("SOLVER.IMS_PER_BATCH {} cannot be split evenly over {} processes".format(total, world_size))
+    per_process = total // world_size
+    if per_process % k:
+        raise ValueError("SOLVER.IMS_PER_BATCH {} gives {} images per process, not a multiple of "
+                         "DATALOADER.NUM_INSTANCE {}: change one of them (e.g. 64 and 4)".format(total, per_process, k))
+    if per_process // k < 2:
+        raise ValueError("SOLVER.IMS_PER_BATCH {} over {} process(es) with DATALOADER.NUM_INSTANCE {} gives {} "
+                         "identity per batch; the metric loss needs >= 2: raise SOLVER.IMS_PER_BATCH or lower "
+                         "DATALOADER.NUM_INSTANCE".format(total, world_size, k, per_process // k))
+
+
+def resolve_device(cfg):
+    """Make ``cfg`` runnable on this machine, in place: CUDA -> CPU and AMP off when CUDA is absent.
+
+    Returns ``cfg``. Logs every change so the user sees why the run differs from the file.
+    """
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    device = str(cfg.MODEL.DEVICE)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE is %r but CUDA is not available: running on cpu.", device)
+        cfg.MODEL.DEVICE = "cpu"
+    if cfg.SOLVER.AMP.ENABLED and not str(cfg.MODEL.DEVICE).startswith("cuda"):
+        logger.warning("SOLVER.AMP.ENABLED is True but the model runs on %s: AMP switched off "
+                       "(fastreid's AMP needs CUDA).", cfg.MODEL.DEVICE)
+        cfg.SOLVER.AMP.ENABLED = False
+    if frozen:
+        cfg.freeze()
+    return cfg
+
+
+def log_to_output_dir(output_dir):
+    """Send fastreid_ewth's log records where fastreid's go, keeping warnings on stderr as before.
+
+    fastreid's ``default_setup`` configures only the ``fastreid`` logger; without this, the plugin's INFO
+    records (resuming, restored random states) would be dropped and its warnings would reach stderr only.
+    INFO goes to stdout on the main process, WARNING and above to stderr, everything to ``log.txt``
+    (``log.txt.rankN`` on other processes), as fastreid names its files.
+    """
+    plugin = logging.getLogger("fastreid_ewth")
+    if getattr(plugin, "_ewth_configured", False):
+        return
+    plugin.setLevel(logging.INFO)
+    # the format of fastreid's log.txt
+    formatter = logging.Formatter("[%(asctime)s] %(name)s %(levelname)s: %(message)s", datefmt="%m/%d %H:%M:%S")
+    rank = comm.get_rank()
+    handlers = [logging.StreamHandler(sys.stderr)]
+    handlers[0].setLevel(logging.WARNING)
+    if rank == 0:
+        info = logging.StreamHandler(sys.stdout)
+        info.addFilter(lambda record: record.levelno < logging.WARNING)
+        handlers.append(info)
+    if output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+        name = "log.txt" if rank == 0 else "log.txt.rank{}".format(rank)
+        handlers.append(logging.FileHandler(os.path.join(output_dir, name)))
+    for h in handlers:
+        h.setFormatter(formatter)
+        plugin.addHandler(h)
+    plugin._ewth_configured = True
 
 
 def setup_cfg(args):

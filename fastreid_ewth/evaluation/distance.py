@@ -26,7 +26,7 @@ def check_metric(metric):
     if metric not in METRICS:
         raise ValueError(
             "metric must be one of {} (fastreid's TEST.METRIC), got {!r}; re-ranking (jaccard) is "
-            "TEST.RERANK.ENABLED in EWTHReidEvaluator".format(", ".join(repr(m) for m in METRICS), metric))
+            "TEST.RERANK.ENABLED in ExactReidEvaluator".format(", ".join(repr(m) for m in METRICS), metric))
     return metric
 
 

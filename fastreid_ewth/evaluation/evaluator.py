@@ -1,4 +1,4 @@
-"""``EWTHReidEvaluator``: fastreid's ``ReidEvaluator`` contract on top of our rank metrics.
+"""``ExactReidEvaluator``: fastreid's ``ReidEvaluator`` contract on top of our rank metrics.
 
 Same inputs (``process(inputs, outputs)`` with ``inputs["targets"]``, ``inputs["camids"]`` and the feature
 tensor as ``outputs``), same multi-process gathering through ``fastreid.utils.comm``, same config keys
@@ -22,6 +22,7 @@ from fastreid.evaluation.query_expansion import aqe
 from fastreid.utils import comm
 from fastreid.utils.compute_dist import compute_jaccard_distance
 
+from .. import compat
 from .checks import as_features
 from .distance import check_metric, pairwise_distance
 from .features import rank_features
@@ -30,20 +31,10 @@ from .roc import roc_scores
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EWTHReidEvaluator"]
+__all__ = ["ExactReidEvaluator"]
 
 
-def _jaccard_search_option():
-    """fastreid's re-ranking always asks faiss for a GPU search (``search_option=0``), which needs CUDA and a
-    GPU build of faiss; otherwise use its exact CPU search (option 3): the same k nearest neighbours."""
-    import faiss
-
-    if torch.cuda.is_available() and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
-        return 0
-    return 3
-
-
-class EWTHReidEvaluator(DatasetEvaluator):
+class ExactReidEvaluator(DatasetEvaluator):
     """Rank-1/5/10, mAP, mINP (percent) of a query + gallery test set.
 
     Args:
@@ -85,7 +76,7 @@ class EWTHReidEvaluator(DatasetEvaluator):
         else:
             predictions = self._predictions
         if not predictions:
-            raise ValueError("EWTHReidEvaluator.evaluate() called before any process(): no features to evaluate")
+            raise ValueError("ExactReidEvaluator.evaluate() called before any process(): no features to evaluate")
 
         features = torch.cat([p["feats"] for p in predictions], dim=0)
         pids = torch.cat([p["pids"] for p in predictions], dim=0).numpy()
@@ -140,6 +131,6 @@ class EWTHReidEvaluator(DatasetEvaluator):
             query = F.normalize(query, dim=1)
             gallery = F.normalize(gallery, dim=1)
         jaccard = compute_jaccard_distance(torch.cat((query, gallery), dim=0), k1=rerank.K1, k2=rerank.K2,
-                                           search_option=_jaccard_search_option())
+                                           search_option=compat.jaccard_search_option())
         nq = query.shape[0]
         return jaccard[:nq, nq:] * (1 - rerank.LAMBDA) + dist * rerank.LAMBDA

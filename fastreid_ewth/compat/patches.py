@@ -1,9 +1,8 @@
-"""Make fastreid 1.4.0 work on Python >= 3.10, torch >= 2 and numpy >= 1.24.
+"""The patches that make fastreid 1.4.0 work on today's Python, torch and numpy.
 
-fastreid's only release was written for torch 1.13 / Python 3.8. This module is the one place that
-reaches into its internals; every patch below names the breakage it fixes and has a test in
-``tests/test_compat.py``. Nothing on disk is edited: the fixes are applied in memory by
-``apply()``, which ``import fastreid_ewth`` calls before any fastreid module is imported.
+fastreid's only release was written for torch 1.13 / Python 3.8. Every patch below names the breakage
+it fixes and has a test in ``tests/test_compat.py``. Nothing on disk is edited: the fixes are applied
+in memory by ``apply()``, which ``import fastreid_ewth`` calls before any fastreid module is imported.
 
 Patches are applied in two phases: the first three must be in place *before* fastreid's modules are
 imported (they fix import-time errors); the rest replace functions inside imported modules.
@@ -13,9 +12,12 @@ import collections.abc
 import functools
 import logging
 import os
+import shutil
 import sys
 import types
 import warnings
+
+from ..files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -168,12 +170,12 @@ def _patch_checkpoint_weights_only():
     and iteration state as plain Python objects. The checkpointer loads files the user points it at
     (their own runs), so we load them as fastreid 1.4.0 did.
     """
-    import torch
-
     from fastreid.utils.checkpoint import Checkpointer
 
+    from .internals import load_checkpoint_file
+
     def _load_file(self, f):
-        return torch.load(f, map_location=torch.device("cpu"), weights_only=False)
+        return load_checkpoint_file(f)
 
     Checkpointer._load_file = _load_file
     _record("checkpoint_weights_only", "UnpicklingError: Weights only load failed (torch >= 2.6 default)")
@@ -236,7 +238,7 @@ def _patch_pretrained_download():
 
     fastreid downloads ImageNet weights with ``gdown`` (not a dependency) and, with it, retries
     indefinitely on a machine without internet. We download once, with a timeout, into torch's hub cache
-    (written to a temporary file and renamed), and otherwise fail at once saying how to pass
+    (through ``files.atomic_write``), and otherwise fail at once saying how to pass
     ``MODEL.BACKBONE.PRETRAIN_PATH``.
     """
     from fastreid.modeling.backbones import resnet
@@ -256,18 +258,10 @@ def _load_imagenet_weights(model_urls, key):
     if not os.path.isfile(cached):
         logger.info("ImageNet weights not in %s; downloading %s", cached, url)
         os.makedirs(cache_dir, exist_ok=True)
-        tmp = cached + ".part.{}".format(os.getpid())
         try:
-            with urllib.request.urlopen(url, timeout=PRETRAIN_TIMEOUT_S) as response, open(tmp, "wb") as out:
-                while True:
-                    chunk = response.read(1 << 20)
-                    if not chunk:
-                        break
-                    out.write(chunk)
-            os.replace(tmp, cached)
+            with urllib.request.urlopen(url, timeout=PRETRAIN_TIMEOUT_S) as response:
+                atomic_write(cached, lambda out: shutil.copyfileobj(response, out, 1 << 20))
         except Exception as e:  # any network failure ends the same way: tell the user what to do
-            if os.path.exists(tmp):
-                os.remove(tmp)
             raise RuntimeError(
                 "ImageNet weights for backbone depth {key!r} are not on disk ({cached}) and could not be "
                 "downloaded from {url} ({err}). Download that file on a machine with internet and pass it with "

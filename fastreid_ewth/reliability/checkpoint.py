@@ -4,82 +4,19 @@ fastreid's ``Checkpointer`` opens ``model_XXXX.pth`` (and then ``last_checkpoint
 a job killed or out of disk space during ``torch.save`` leaves a truncated file under the final name,
 and a pointer that may name it; ``--resume`` then fails to load it, and the previous good checkpoint may
 already have been overwritten (``model_best.pth``, ``model_final.pth``). ``AtomicCheckpointer`` writes every
-file to a temporary name in the same folder, flushes it to disk and renames it into place with
-``os.replace``, which is atomic on POSIX and Windows file systems: readers see the old file or the new
-one, never a mix. The pointer is written the same way, after the checkpoint it names.
+file with ``files.atomic_write`` (a temporary file in the same folder, flushed and renamed into place):
+readers see the old file or the new one, never a mix. The pointer is written the same way, after the
+checkpoint it names.
 """
-import contextlib
-import glob
-import logging
 import os
-import uuid
 
 import torch
 
 from fastreid.utils.checkpoint import Checkpointer
 
-logger = logging.getLogger(__name__)
+from ..files import LAST_CHECKPOINT, atomic_write
 
-__all__ = ["AtomicCheckpointer", "atomic_write", "remove_stale_temporaries", "LAST_CHECKPOINT"]
-
-#: the pointer file fastreid's ``--resume`` reads (it holds the basename of the newest checkpoint)
-LAST_CHECKPOINT = "last_checkpoint"
-
-# temporary files are hidden and carry this suffix, so that fastreid's ``get_all_checkpoint_files`` (which
-# lists ``*.pth``) never sees one and ``remove_stale_temporaries`` can find the ones a kill left behind
-_TMP_SUFFIX = ".partial"
-
-
-def _fsync_folder(folder):
-    # the rename is durable only once the folder's entry is on disk; not every platform can open a folder
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, write):
-    """Create or replace ``path`` with what ``write(binary_file)`` writes, atomically.
-
-    The data goes to a temporary file next to ``path`` (same file system, so the rename cannot become a
-    copy), is flushed and fsync'ed, and is renamed over ``path``. If ``write`` raises, or the process dies,
-    ``path`` is untouched; the temporary file is removed (after a kill, by ``remove_stale_temporaries``).
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, ".{}.{}-{}{}".format(os.path.basename(path), os.getpid(), uuid.uuid4().hex[:8],
-                                                   _TMP_SUFFIX))
-    f = open(tmp, "xb")  # "x": never write through a file that already exists
-    try:
-        with f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-    _fsync_folder(folder)
-
-
-def remove_stale_temporaries(folder):
-    """Delete the temporary files that killed saves left in ``folder``; return their paths.
-
-    Only call this when no other process is saving into ``folder``.
-    """
-    stale = sorted(glob.glob(os.path.join(glob.escape(folder), ".*" + _TMP_SUFFIX)))
-    for path in stale:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
-    if stale:
-        logger.info("Removed %d unfinished checkpoint file(s) left by an interrupted save in %s", len(stale), folder)
-    return stale
+__all__ = ["AtomicCheckpointer"]
 
 
 class AtomicCheckpointer(Checkpointer):
@@ -91,7 +28,7 @@ class AtomicCheckpointer(Checkpointer):
     """
 
     @classmethod
-    def adopt(cls, checkpointer):
+    def from_checkpointer(cls, checkpointer):
         """An ``AtomicCheckpointer`` over the same model, folder and checkpointables as ``checkpointer``."""
         if isinstance(checkpointer, cls):
             return checkpointer

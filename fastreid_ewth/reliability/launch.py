@@ -20,6 +20,8 @@ import torch.multiprocessing as mp
 from fastreid.engine import launch as fastreid_launch
 from fastreid.utils import comm
 
+from .. import compat
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["launch", "default_backend"]
@@ -105,7 +107,7 @@ def _gloo_worker(local_rank, main_func, world_size, num_processes, machine_rank,
     for machine in range(num_machines):
         group = dist.new_group(list(range(machine * num_processes, (machine + 1) * num_processes)))
         if machine == machine_rank:
-            comm._LOCAL_PROCESS_GROUP = group
+            compat.set_local_process_group(group)
     try:
         main_func(*args)
     finally:

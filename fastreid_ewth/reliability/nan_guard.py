@@ -17,12 +17,11 @@ import torch.distributed as dist
 
 from fastreid.utils import comm
 
+from ..files import LAST_GOOD
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["NonFiniteLossError", "NonFiniteLossGuard", "LAST_GOOD"]
-
-#: name (without ``.pth``) of the snapshot written when the loss stops being finite
-LAST_GOOD = "model_last_good"
+__all__ = ["NonFiniteLossError", "NonFiniteLossGuard"]
 
 
 class NonFiniteLossError(FloatingPointError):

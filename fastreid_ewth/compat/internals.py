@@ -1,0 +1,147 @@
+"""Named reaches into fastreid 1.4.0 where it offers no public seam.
+
+Each function says which behaviour of fastreid 1.4.0 it relies on; ``tests/test_compat.py`` has a test for
+each that fails when that behaviour changes. Importing this module imports nothing of fastreid: the
+functions import what they need when called (``compat.apply()`` must run before fastreid is imported).
+"""
+import torch
+
+__all__ = [
+    "build_optimizer_without", "checkpointer_property", "datasets_root", "jaccard_search_option",
+    "load_checkpoint_file", "registered_datasets", "sampler_seed", "set_local_process_group", "set_sampler_seed",
+    "set_warmup_iters",
+]
+
+
+def set_local_process_group(group):
+    """Make ``group`` fastreid's group of the processes on this machine.
+
+    Relies on: ``fastreid.utils.comm.get_local_rank()`` / ``get_local_size()`` read the module global
+    ``comm._LOCAL_PROCESS_GROUP``, which only fastreid's own (NCCL) launch worker sets. A launch of our own
+    (gloo on CPU) must set it the same way.
+    """
+    from fastreid.utils import comm
+
+    if not hasattr(comm, "_LOCAL_PROCESS_GROUP"):
+        raise RuntimeError("fastreid.utils.comm has no _LOCAL_PROCESS_GROUP: this fastreid is not 1.4.0; "
+                           "multi-process runs on CPU cannot tell fastreid the local process group")
+    comm._LOCAL_PROCESS_GROUP = group
+
+
+def sampler_seed(sampler):
+    """The seed of one of fastreid's training samplers, or ``None`` for a sampler without one.
+
+    Relies on: fastreid 1.4.0's training samplers (``TrainingSampler``, ``NaiveIdentitySampler``,
+    ``BalancedIdentitySampler``, ``SetReWeightSampler``, ...) keep the seed shared by all processes in
+    ``self._seed`` and call ``np.random.seed(self._seed)`` each time their index stream starts.
+    """
+    seed = getattr(sampler, "_seed", None)
+    return None if seed is None else int(seed)
+
+
+def set_sampler_seed(sampler, seed):
+    """Make the next index stream of ``sampler`` start from ``seed`` (see :func:`sampler_seed`).
+
+    Returns False, and changes nothing, for a sampler without a seed of its own.
+    """
+    if not hasattr(sampler, "_seed"):
+        return False
+    sampler._seed = int(seed)
+    return True
+
+
+def datasets_root():
+    """The folder fastreid reads datasets from: ``$FASTREID_DATASETS`` as it was when fastreid was imported.
+
+    Relies on: ``fastreid.data.build`` reads the variable once, at import, into ``_root`` (default
+    ``"datasets"``), and builds every train and test set with ``root=_root``.
+    """
+    from fastreid.data import build
+
+    return build._root
+
+
+def registered_datasets():
+    """Sorted names of the datasets in fastreid's ``DATASET_REGISTRY``.
+
+    Relies on: fastreid's ``Registry`` keeps its entries in ``_obj_map`` and offers no way to list them.
+    """
+    from fastreid.data.datasets import DATASET_REGISTRY
+
+    return sorted(DATASET_REGISTRY._obj_map)
+
+
+def checkpointer_property(wrap):
+    """A ``checkpointer`` class attribute for a ``DefaultTrainer`` subclass that stores ``wrap(value)``.
+
+    Relies on: fastreid 1.4.0's ``DefaultTrainer.__init__`` builds its ``Checkpointer`` inline (there is no
+    ``build_checkpointer`` to override) and assigns it to ``self.checkpointer``, after which the hooks and
+    ``resume_or_load`` read that attribute. A property intercepts the assignment, so every checkpointer the
+    trainer is given is replaced by ``wrap(checkpointer)`` before anything uses it.
+    """
+
+    def get(self):
+        try:
+            return self.__dict__["_wrapped_checkpointer"]
+        except KeyError:
+            raise AttributeError("checkpointer") from None
+
+    def set(self, value):
+        self.__dict__["_wrapped_checkpointer"] = wrap(value)
+
+    return property(get, set, doc="fastreid's checkpointer, replaced by {}".format(
+        getattr(wrap, "__qualname__", repr(wrap))))
+
+
+def build_optimizer_without(build, cfg, model, parameters):
+    """``build(cfg, model)`` (fastreid's ``build_optimizer``) with ``parameters`` left out of the optimizer.
+
+    Relies on: fastreid 1.4.0's ``build_optimizer`` collects only the parameters with ``requires_grad``.
+    They are hidden from it (``requires_grad`` False) for the duration of the call and get it back after, so
+    they still receive gradients and can be stepped by an optimizer of their own.
+    """
+    hidden = [p for p in parameters if p.requires_grad]
+    for p in hidden:
+        p.requires_grad_(False)
+    try:
+        return build(cfg, model)
+    finally:
+        for p in hidden:
+            p.requires_grad_(True)
+
+
+def set_warmup_iters(trainer, iterations):
+    """Set the warm-up length (in iterations) the LR hook of ``trainer`` uses.
+
+    Relies on: fastreid 1.4.0's ``DefaultTrainer.__init__`` copies ``SOLVER.WARMUP_ITERS`` into
+    ``self.warmup_iters``, and its ``LRScheduler`` hook reads ``trainer.warmup_iters`` at every step to
+    choose between the warm-up and the main scheduler.
+    """
+    if not hasattr(trainer, "warmup_iters"):
+        raise RuntimeError("the trainer has no warmup_iters: set_warmup_iters must run after "
+                           "DefaultTrainer.__init__ of fastreid 1.4.0")
+    trainer.warmup_iters = int(iterations)
+
+
+def jaccard_search_option():
+    """The ``search_option`` to pass to fastreid's ``compute_jaccard_distance`` (k-reciprocal re-ranking).
+
+    Relies on: fastreid 1.4.0's ``compute_jaccard_distance`` defaults to ``search_option=0``, a faiss GPU
+    search that needs CUDA and a GPU build of faiss; option 3 is its exact CPU search (the same k nearest
+    neighbours). GPU search where it can run, else the CPU one.
+    """
+    import faiss
+
+    if torch.cuda.is_available() and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        return 0
+    return 3
+
+
+def load_checkpoint_file(path_or_file):
+    """Load a fastreid checkpoint (``model_XXXX.pth``) to the CPU.
+
+    Relies on: fastreid 1.4.0's checkpoints hold the scheduler and iteration state as plain Python objects,
+    which torch >= 2.6's default ``torch.load(weights_only=True)`` refuses. The files are the user's own runs,
+    so they are loaded as fastreid 1.4.0 loaded them.
+    """
+    return torch.load(path_or_file, map_location=torch.device("cpu"), weights_only=False)

@@ -1,0 +1,107 @@
+"""``RecipeTrainer``: fastreid's ``DefaultTrainer`` with the BoT/AGW recipe of this package, and nothing else.
+
+What it changes, and why:
+- ``MODEL.DEVICE`` ``cuda`` on a machine without CUDA falls back to ``cpu`` (logged), and AMP, which
+  fastreid implements with CUDA-only autocast, is switched off on CPU (logged); the identity sampler is
+  checked before anything is built (P×K batches on every process). See :mod:`.setup`.
+- ``SOLVER.WARMUP_EPOCHS``: warm-up in epochs, decays at the epochs written in ``SOLVER.STEPS``
+  (:mod:`.schedule`).
+- Centre loss: its centres get their own SGD, checkpointed with the run
+  (:mod:`fastreid_ewth.modeling.center_loss`).
+- Evaluation: the exact evaluator of :mod:`fastreid_ewth.evaluation`, which never compiles anything, with
+  test loaders sized to the machine's cores.
+
+Reliability (atomic checkpoints, exact resume, the non-finite-loss guard) is a separate layer,
+:class:`fastreid_ewth.reliability.ReliableTraining`; :class:`fastreid_ewth.engine.EWTHTrainer` is the two
+together.
+"""
+import logging
+import os
+
+import torch
+
+from fastreid.data import build_reid_test_loader
+from fastreid.engine import DefaultTrainer
+from fastreid.utils import comm
+
+from .. import compat
+from ..evaluation import ExactReidEvaluator
+from .hooks import CenterLossOptimizer  # TEMP until modeling.center_loss has it
+
+
+def center_loss_of(model):  # TEMP
+    from torch.nn.parallel import DistributedDataParallel
+    if isinstance(model, DistributedDataParallel):
+        model = model.module
+    return getattr(model, "center_loss", None)
+from .schedule import build_epoch_scheduler, warmup_iters
+from .setup import check_identity_sampler, log_to_output_dir, resolve_device
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RecipeTrainer", "available_cores"]
+
+# fastreid's test loader always starts 4 workers
+_TEST_WORKERS = 4
+
+
+def available_cores():
+    """CPU cores this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class RecipeTrainer(DefaultTrainer):
+    """fastreid's ``DefaultTrainer`` with the device fallbacks, epoch schedule, centre-loss optimizer and exact
+    evaluator of fastreid_ewth.
+
+    Attributes (besides DefaultTrainer's):
+        center_optimizer: the centres' SGD when ``CenterLoss`` is trained, else ``None``.
+    """
+
+    def __init__(self, cfg):
+        log_to_output_dir(cfg.OUTPUT_DIR)
+        cfg = resolve_device(cfg.clone())
+        check_identity_sampler(cfg, comm.get_world_size())
+        super().__init__(cfg)
+        # DefaultTrainer reads SOLVER.WARMUP_ITERS; with WARMUP_EPOCHS the LR hook must see the epoch count
+        compat.set_warmup_iters(self, warmup_iters(cfg, self.iters_per_epoch))
+        self.center_optimizer = None
+        center = center_loss_of(self.model)
+        if center is not None:
+            self.center_optimizer = torch.optim.SGD(center.parameters(), lr=cfg.MODEL.LOSSES.CENTER.LR)
+            self.checkpointer.checkpointables["center_optimizer"] = self.center_optimizer
+            self.register_hooks([CenterLossOptimizer(self.center_optimizer, center)])
+
+    @classmethod
+    def build_model(cls, cfg):
+        return super().build_model(resolve_device(cfg.clone()))
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        # the centres are stepped only by their own optimizer
+        center = center_loss_of(model)
+        parameters = list(center.parameters()) if center is not None else []
+        return compat.build_optimizer_without(super().build_optimizer, cfg, model, parameters)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer, iters_per_epoch):
+        return build_epoch_scheduler(cfg, optimizer, iters_per_epoch)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        data_loader, num_query = super().build_test_loader(cfg, dataset_name)
+        workers = min(_TEST_WORKERS, available_cores())
+        if workers != data_loader.num_workers:
+            # more workers than cores only adds processes (and torch's warning about them)
+            data_loader, num_query = build_reid_test_loader(
+                test_set=data_loader.dataset, test_batch_size=cfg.TEST.IMS_PER_BATCH, num_query=num_query,
+                num_workers=workers)
+        return data_loader, num_query
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_dir=None):
+        data_loader, num_query = cls.build_test_loader(cfg, dataset_name)
+        return data_loader, ExactReidEvaluator(cfg, num_query, output_dir)
