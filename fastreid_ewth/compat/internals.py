@@ -43,6 +43,9 @@ def set_sampler_seed(sampler, seed):
     """Make the next index stream of ``sampler`` start from ``seed`` (see :func:`sampler_seed`).
 
     Returns False, and changes nothing, for a sampler without a seed of its own.
+
+    Relies on: the samplers' ``self._seed``, as :func:`sampler_seed`; a new seed takes effect when the next
+    index stream starts (fastreid reseeds numpy from it there).
     """
     if not hasattr(sampler, "_seed"):
         return False
