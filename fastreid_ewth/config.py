@@ -1,6 +1,9 @@
 """Config keys added by fastreid_ewth (``add_ewth_config``)."""
 from fastreid.config import CfgNode as CN
 
+from .losses.options import ewth_config_defaults
+from .modeling.center_loss import center_config_defaults
+
 
 def add_ewth_config(cfg):
     """Add this package's keys to a fastreid config (in place, returns it). Safe to call twice."""
@@ -8,21 +11,14 @@ def add_ewth_config(cfg):
     cfg.defrost()
 
     if "EWTH" not in cfg.MODEL.LOSSES:
-        # EWTH loss family (SPEC §1); margins <= 0 mean soft margin for every term.
-        cfg.MODEL.LOSSES.EWTH = CN()
-        cfg.MODEL.LOSSES.EWTH.VARIANT = "HNEWTH"
-        cfg.MODEL.LOSSES.EWTH.MARGIN = 0.3
-        cfg.MODEL.LOSSES.EWTH.MEAN_NEG_MARGIN = 0.3
-        cfg.MODEL.LOSSES.EWTH.EW_MARGIN = 0.3
-        cfg.MODEL.LOSSES.EWTH.EW_THRESHOLD = 0.1
-        cfg.MODEL.LOSSES.EWTH.NORM_FEAT = "none"
-        cfg.MODEL.LOSSES.EWTH.SCALE = 1.0
+        # EWTH loss family (docs/losses.md); keys and defaults come from the loss's option table
+        # (fastreid_ewth.losses.options.EWTH_OPTIONS). MARGIN <= 0 means the soft margin for every term.
+        cfg.MODEL.LOSSES.EWTH = CN(ewth_config_defaults())
 
     if "CENTER" not in cfg.MODEL.LOSSES:
-        # Center loss as in AGW: centers have their own SGD (lr LR), gradient divided by SCALE before it
-        cfg.MODEL.LOSSES.CENTER = CN()
-        cfg.MODEL.LOSSES.CENTER.SCALE = 0.0005
-        cfg.MODEL.LOSSES.CENTER.LR = 0.5
+        # Center loss as in AGW: centers have their own SGD (lr LR), gradient divided by SCALE before it;
+        # defaults from fastreid_ewth.modeling.center_loss.CENTER_DEFAULTS
+        cfg.MODEL.LOSSES.CENTER = CN(center_config_defaults())
 
     if "WARMUP_EPOCHS" not in cfg.SOLVER:
         # Linear warm-up measured in epochs, whatever the dataset size. When > 0 (EWTHTrainer only) it

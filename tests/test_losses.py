@@ -1,10 +1,12 @@
-"""EWTH loss family against an independent, slow, per-anchor float64 computation of SPEC §1.
+"""EWTH loss family against an independent, slow, per-anchor float64 computation of its formulas.
 
-The reference below is written from the SPEC's formulas, anchor by anchor, with distances taken
+The reference below is written from the formulas of docs/losses.md (Lv et al., NeurIPS 2020),
+anchor by anchor, with distances taken
 from the feature differences themselves (no matrix expansion, no custom backward); its gradient
 comes from plain autograd. The implementation must agree in every term's value and in the gradient
 w.r.t. the features.
 """
+import contextlib
 import functools
 import math
 
@@ -13,19 +15,24 @@ import torch
 import torch.nn.functional as F
 
 from fastreid_ewth.losses import (
+    EWTH_DEFAULTS,
+    EWTH_OPTIONS,
     EWTH_VARIANTS,
     anchor_pair_distance,
+    diagnostic_values,
     element_weights,
     ewth_loss,
     hard_example_mining,
     mean_negative_distance,
     pairwise_distance,
 )
+from fastreid_ewth.losses.autocast import autocast_disabled, autocast_enabled
 from fastreid_ewth.losses.terms import ELEMENT_WEIGHTED, HALF_TRIHARD, MEAN_NEGATIVE, TRIHARD, ranking
+from fastreid_ewth.modeling import EWTHLoss
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
-# Variant -> (half TriHard?, mean-Negative?, Element-Weighted?), transcribed from SPEC §1.
+# Variant -> (half TriHard?, mean-Negative?, Element-Weighted?), transcribed from the paper's variants table.
 VARIANT_TERMS = {
     "TH": (False, False, False),
     "TH_FN": (False, False, False),
@@ -42,7 +49,7 @@ VARIANT_TERMS = {
 # Reference
 # ------------------------------------------------------------------------------------------------
 def reference_terms(features, targets, weight, margin, phi, alpha, t, norm_feat):
-    """SPEC §1, one anchor at a time, float64, autograd only.
+    """The loss of docs/losses.md, one anchor at a time, float64, autograd only.
 
     Returns ``{term: (value, gradient w.r.t. features)}`` for the four terms (``trihard``,
     ``half_trihard``, ``mean_neg``, ``ew``); a variant's loss and gradient are the sums over its terms.
@@ -269,8 +276,8 @@ def test_mean_negative_term_gradient_only_through_mean_negative_distance(variant
     torch.testing.assert_close(grad, expected)
 
 
-def test_term_table_detaches_what_the_spec_says():
-    # (closer, farther, gradient to closer, gradient to farther), from SPEC §1's terms table
+def test_term_table_detaches_what_the_paper_says():
+    # (closer, farther, gradient to closer, gradient to farther), from the terms table of docs/losses.md
     assert TRIHARD[1:5] == ("d_ap", "d_an", True, True)
     assert HALF_TRIHARD[1:5] == ("d_ap", "d_an", True, False)
     assert MEAN_NEGATIVE[1:5] == ("d_ap", "mu_an", False, True)
@@ -491,3 +498,213 @@ def test_other_bad_inputs():
         ewth_loss(f, y, w, ew_threshold=1.5)
     with pytest.raises(ValueError, match="margin"):
         ewth_loss(f, y, w, margin=float("nan"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Options: one table, the same answers from the function and the module
+# ------------------------------------------------------------------------------------------------
+OPTION = {option.name: option for option in EWTH_OPTIONS}
+
+BAD_OPTIONS = [
+    ("variant", "HNEWHT"), ("variant", "hnewth"), ("variant", None), ("variant", 1),
+    ("margin", float("nan")), ("margin", float("inf")), ("margin", "0.3"), ("margin", True), ("margin", None),
+    ("mean_neg_margin", -0.1), ("mean_neg_margin", float("nan")), ("mean_neg_margin", "0.3"),
+    ("mean_neg_margin", False),
+    ("ew_margin", -0.2), ("ew_margin", -1), ("ew_margin", float("-inf")), ("ew_margin", None),
+    ("ew_threshold", 1.0), ("ew_threshold", 1.5), ("ew_threshold", -0.1), ("ew_threshold", float("nan")),
+    ("ew_threshold", True),
+    ("norm_feat", "L2"), ("norm_feat", True), ("norm_feat", None),
+    ("scale", -1.0), ("scale", float("inf")), ("scale", float("nan")), ("scale", "1"),
+]
+
+GOOD_OPTIONS = [
+    {},
+    {"margin": 0.0, "mean_neg_margin": -1.0, "ew_margin": -5},  # soft margin: the hinge margins are unused
+    {"margin": -1.0, "ew_margin": -0.2},
+    {"margin": 1, "mean_neg_margin": 0, "ew_margin": 2},  # ints are numbers
+    {"ew_threshold": 0.0}, {"ew_threshold": 0.99},
+    {"scale": 0.0}, {"scale": 2},
+    {"variant": "TH_FN", "norm_feat": "l2"}, {"variant": "HTH", "norm_feat": "max"},
+    {"variant": "EWTH", "ew_margin": 0.2}, {"variant": "HNTH", "mean_neg_margin": 0.1},
+]
+
+
+def _refusal(call):
+    with pytest.raises(ValueError) as error:
+        call()
+    return str(error.value)
+
+
+@pytest.mark.parametrize("name, value", BAD_OPTIONS, ids=[f"{n}={v!r}" for n, v in BAD_OPTIONS])
+def test_function_and_module_refuse_the_same_options_with_the_same_message(name, value):
+    f, y, w = small()
+    from_function = _refusal(lambda: ewth_loss(f, y, w, **{name: value}))
+    from_module = _refusal(lambda: EWTHLoss(**{name: value}))
+    assert from_function == from_module
+    option = OPTION[name]
+    # the value, the config key, the python argument, the valid range and a fix
+    assert f"MODEL.LOSSES.EWTH.{option.key} is {value!r}" in from_function
+    assert f"{name}={value!r}" in from_function
+    assert option.allowed in from_function and option.fix in from_function
+
+
+def test_negative_hinge_margin_message_names_the_soft_margin_way_out():
+    message = _refusal(lambda: EWTHLoss(ew_margin=-0.2))
+    assert "MODEL.LOSSES.EWTH.EW_MARGIN is -0.2" in message and "margin >= 0" in message and "MARGIN 0" in message
+
+
+@pytest.mark.filterwarnings("ignore:variant 'TH_FN'")
+@pytest.mark.parametrize("options", GOOD_OPTIONS, ids=[repr(o) for o in GOOD_OPTIONS])
+def test_function_and_module_accept_the_same_options_and_agree(options):
+    features, labels, weight = make_batch([4, 4, 3, 2, 1], seed=21, dim=32)
+    x, z = features.clone().requires_grad_(), features.clone().requires_grad_()
+    from_function = ewth_loss(x, labels, weight, **options)
+    module = EWTHLoss(**options)
+    from_module = module(z, labels, weight)
+    assert list(from_function) == list(from_module)
+    for name in from_function:
+        assert torch.equal(from_function[name], from_module[name]), name
+    sum(from_function.values()).backward()
+    sum(from_module.values()).backward()
+    assert torch.equal(x.grad, z.grad)
+    assert set(module.options) == set(EWTH_DEFAULTS)
+    for name, value in options.items():
+        assert module.options[name] == value
+
+
+def test_unknown_option_is_refused_alike():
+    f, y, w = small()
+    with pytest.raises(TypeError) as from_function:
+        ewth_loss(f, y, w, margn=0.3)
+    with pytest.raises(TypeError) as from_module:
+        EWTHLoss(margn=0.3)
+    assert str(from_function.value) == str(from_module.value)
+    assert "'margn'" in str(from_function.value) and "margin" in str(from_function.value)
+
+
+def test_defaults_are_the_papers_and_are_what_the_function_and_module_use():
+    paper = {"variant": "HNEWTH", "margin": 0.3, "mean_neg_margin": 0.3, "ew_margin": 0.3, "ew_threshold": 0.1,
+             "norm_feat": "none", "scale": 1.0}
+    assert dict(EWTH_DEFAULTS) == paper
+    assert [o.default for o in EWTH_OPTIONS] == list(paper.values())
+    assert EWTHLoss().options == paper
+    features, labels, weight = make_batch(PK, 4, dim=32)
+    implicit = ewth_loss(features, labels, weight)
+    explicit = ewth_loss(features, labels, weight, **paper)
+    other = ewth_loss(features, labels, weight, **dict(paper, ew_margin=0.5))
+    assert list(implicit) == ["loss_triplet", "loss_mean_neg", "loss_ew"]  # HNEWTH's terms
+    assert all(torch.equal(implicit[k], explicit[k]) for k in implicit)
+    assert not torch.equal(implicit["loss_ew"], other["loss_ew"])  # the comparison can fail
+
+
+def test_scale_multiplies_every_term_and_its_gradient():
+    features, labels, weight = make_batch(PK, 5, dim=32)
+    x, z = features.clone().requires_grad_(), features.clone().requires_grad_()
+    plain = ewth_loss(x, labels, weight, variant="NEWTH")
+    halved = ewth_loss(z, labels, weight, variant="NEWTH", scale=0.5)
+    for name in plain:
+        assert torch.equal(halved[name], plain[name] * 0.5)
+    sum(plain.values()).backward()
+    sum(halved.values()).backward()
+    assert torch.equal(z.grad, x.grad * 0.5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Diagnostics from the loss's own mining
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:variant 'TH_FN'")
+@pytest.mark.parametrize("variant", EWTH_VARIANTS)
+def test_diagnostics_leave_the_loss_and_its_gradient_untouched(variant):
+    features, labels, weight = make_batch(UNEQUAL, 6, dim=64)
+    x, z = features.clone().requires_grad_(), features.clone().requires_grad_()
+    plain = ewth_loss(x, labels, weight, variant=variant, margin=0.3, norm_feat="l2")
+    terms, diagnostics = ewth_loss(z, labels, weight, variant=variant, margin=0.3, norm_feat="l2", diagnostics=True)
+    assert list(plain) == list(terms) and all(torch.equal(plain[k], terms[k]) for k in plain)
+    sum(plain.values()).backward()
+    sum(terms.values()).backward()
+    assert torch.equal(x.grad, z.grad)
+    expected = ["hinge_active", "d_ap", "d_an"] + (["ew_kept"] if "EW" in variant else [])
+    assert list(diagnostics) == expected
+    assert all(v.dim() == 0 and not v.requires_grad and v.dtype == features.dtype for v in diagnostics.values())
+
+
+@pytest.mark.parametrize("margin", [0.3, 0.0])
+def test_diagnostics_mean_distances_match_cdist_mining(margin):
+    # d_ap / d_an from an N×N cdist and masks, over the 62 anchors that form a triplet
+    features, labels, weight = make_batch(UNEQUAL, 1, dim=64)
+    _, diagnostics = ewth_loss(features, labels, weight, variant="HNEWTH", margin=margin, diagnostics=True)
+    dist = torch.cdist(features, features)
+    same = labels[:, None] == labels[None, :]
+    qualifies = same.sum(1) > 1
+    d_ap = dist.masked_fill(~same, -1).amax(1)[qualifies]
+    d_an = dist.masked_fill(same, math.inf).amin(1)[qualifies]
+    torch.testing.assert_close(diagnostics["d_ap"], d_ap.mean(), **TOL)
+    torch.testing.assert_close(diagnostics["d_an"], d_an.mean(), **TOL)
+    opened = (d_ap - d_an + margin > 0) if margin > 0 else (d_ap > d_an)
+    torch.testing.assert_close(diagnostics["hinge_active"], opened.double().mean(), **TOL)
+    assert 0 < float(diagnostics["hinge_active"]) < 1  # both kinds of anchor present: not vacuous
+    values = diagnostic_values(diagnostics)
+    assert list(values) == list(diagnostics) and all(isinstance(v, float) for v in values.values())
+    assert values["d_ap"] == pytest.approx(float(d_ap.mean()), rel=1e-6)
+
+
+@pytest.mark.parametrize("labels", [torch.arange(8), torch.zeros(8, dtype=torch.long), torch.zeros(0, dtype=torch.long)],
+                         ids=["all-singletons", "one-identity", "empty"])
+def test_diagnostics_without_triplets_are_nan_and_not_logged(labels):
+    x = torch.randn(len(labels), 16, requires_grad=True)
+    terms, diagnostics = ewth_loss(x, labels, torch.randn(8, 16), variant="EWTH", diagnostics=True)
+    assert list(diagnostics) == ["hinge_active", "d_ap", "d_an", "ew_kept"]
+    assert all(math.isnan(float(v)) for v in diagnostics.values())
+    assert diagnostic_values(diagnostics) == {}
+    assert all(float(v.detach()) == 0.0 for v in terms.values())
+
+
+def test_module_forward_returns_the_same_diagnostics():
+    features, labels, weight = make_batch(PK, 8, dim=32)
+    module = EWTHLoss(variant="HEWTH", margin=0.2, ew_threshold=0.3, scale=2.0)
+    terms, diagnostics = module(features, labels, weight, diagnostics=True)
+    expected_terms, expected = ewth_loss(features, labels, weight, diagnostics=True, **module.options)
+    assert all(torch.equal(terms[k], expected_terms[k]) for k in terms)
+    assert all(torch.equal(diagnostics[k], expected[k]) for k in expected)
+
+
+# ------------------------------------------------------------------------------------------------
+# Autocast query on torch versions without a device argument
+# ------------------------------------------------------------------------------------------------
+def _old_torch(monkeypatch, cuda=False, cpu=None):
+    """torch < 2.4: ``is_autocast_enabled()`` takes no argument and answers for CUDA only."""
+    monkeypatch.setattr(torch, "is_autocast_enabled", lambda: cuda)
+    if cpu is not None:
+        monkeypatch.setattr(torch, "is_autocast_cpu_enabled", lambda: cpu)
+
+
+@pytest.mark.parametrize("cuda, cpu", [(False, True), (True, False), (False, False)])
+def test_autocast_helper_works_without_a_device_argument(monkeypatch, cuda, cpu):
+    _old_torch(monkeypatch, cuda=cuda, cpu=cpu)
+    with pytest.raises(TypeError):
+        torch.is_autocast_enabled("cpu")  # the old signature really is in place
+    assert autocast_enabled("cpu") is cpu
+    assert autocast_enabled("cuda") is cuda
+
+
+def test_loss_and_diagnostics_run_on_the_old_autocast_query(monkeypatch):
+    features, labels, weight = make_batch(PK, 2, dim=64)
+    expected, expected_diag = ewth_loss(features, labels, weight, diagnostics=True)
+    _old_torch(monkeypatch, cuda=False, cpu=False)
+    terms, diagnostics = ewth_loss(features, labels, weight, diagnostics=True)  # no TypeError on the old query
+    assert all(torch.equal(terms[k], expected[k]) for k in expected)
+    assert all(torch.equal(diagnostics[k], expected_diag[k]) for k in expected_diag)
+    # with autocast on (as the old CPU query reports it), the loss steps out of it
+    assert isinstance(autocast_disabled("cuda"), contextlib.nullcontext)
+    _old_torch(monkeypatch, cuda=True, cpu=True)
+    assert isinstance(autocast_disabled("cpu"), torch.autocast)
+
+
+def test_only_the_helper_asks_torch_about_autocast():
+    import pathlib
+
+    import fastreid_ewth.losses as losses
+
+    folder = pathlib.Path(losses.__file__).parent
+    callers = sorted(p.name for p in folder.glob("*.py") if "torch.is_autocast" in p.read_text())
+    assert callers == ["autocast.py"]

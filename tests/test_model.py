@@ -7,9 +7,9 @@ from fastreid.engine import hooks as fastreid_hooks
 
 from fastreid_ewth import add_ewth_config
 from fastreid_ewth.engine import EWTHTrainer
-from fastreid_ewth.engine.hooks import CenterLossOptimizer
-from fastreid_ewth.engine.sampler_check import check_identity_sampler
+from fastreid_ewth.engine.setup import check_identity_sampler
 from fastreid_ewth.modeling import CenterLoss, EWTHEmbeddingHead
+from fastreid_ewth.modeling.center_loss import CenterLossOptimizer
 
 from conftest import REPO
 
@@ -164,3 +164,136 @@ def test_sampler_check(overrides, world, message):
     with pytest.raises(ValueError, match=message):
         check_identity_sampler(project_cfg(**overrides), world)
     check_identity_sampler(project_cfg(), world)  # the recipe itself passes
+
+
+# --------------------------------------------------------------------------------------------------------
+# Loss options: the config's defaults and checks are the losses' own
+# --------------------------------------------------------------------------------------------------------
+def test_config_defaults_are_the_option_tables():
+    from fastreid_ewth.losses import EWTH_DEFAULTS, EWTH_OPTIONS
+    from fastreid_ewth.modeling.center_loss import CENTER_DEFAULTS
+
+    cfg = add_ewth_config(get_cfg())
+    assert dict(cfg.MODEL.LOSSES.EWTH) == {option.key: option.default for option in EWTH_OPTIONS}
+    assert {o.key: cfg.MODEL.LOSSES.EWTH[o.key] for o in EWTH_OPTIONS} == \
+        {o.key: EWTH_DEFAULTS[o.name] for o in EWTH_OPTIONS}
+    assert dict(cfg.MODEL.LOSSES.CENTER) == dict(CENTER_DEFAULTS) == {"SCALE": 0.0005, "LR": 0.5}  # AGW's
+    from fastreid_ewth.modeling import EWTHLoss
+
+    assert EWTHLoss.from_config(cfg).options == dict(EWTH_DEFAULTS)
+    assert CenterLoss(3, 4).scale == CENTER_DEFAULTS["SCALE"]
+
+
+def test_base_recipes_set_only_what_they_choose():
+    # the EWTH and centre defaults are not written out again in the base YAML files
+    for name in ("Base-BoT.yml", "Base-AGW.yml"):
+        text = (REPO / "configs" / name).read_text()
+        for key in ("MARGIN:", "EW_THRESHOLD:", "NORM_FEAT:", "CENTER:"):
+            assert key not in text, (name, key)
+    cfg = project_cfg("AGW_HNTH")
+    assert cfg.MODEL.LOSSES.EWTH.MEAN_NEG_MARGIN == 0.1 and cfg.MODEL.LOSSES.EWTH.MARGIN == 0.3
+
+
+@pytest.mark.parametrize("key, value", [("EW_MARGIN", -0.2), ("EW_THRESHOLD", 1.5), ("VARIANT", "HNEWTHX"),
+                                        ("NORM_FEAT", "L2"), ("SCALE", -1.0), ("MARGIN", float("nan"))])
+def test_from_config_refuses_like_the_loss_function(key, value):
+    from fastreid_ewth.losses import EWTH_OPTIONS, ewth_loss
+    from fastreid_ewth.modeling import EWTHLoss
+
+    cfg = project_cfg()
+    cfg.MODEL.LOSSES.EWTH[key] = value
+    with pytest.raises(ValueError) as from_config:
+        EWTHLoss.from_config(cfg)
+    name = next(o.name for o in EWTH_OPTIONS if o.key == key)
+    with pytest.raises(ValueError) as from_function:
+        ewth_loss(torch.randn(4, 8), torch.tensor([0, 0, 1, 1]), torch.randn(2, 8), **{name: value})
+    assert str(from_config.value) == str(from_function.value)
+    assert "MODEL.LOSSES.EWTH.{} is {!r}".format(key, value) in str(from_config.value)
+
+
+def test_soft_margin_allows_negative_hinge_margins_in_the_config():
+    from fastreid_ewth.modeling import EWTHLoss
+
+    cfg = project_cfg(**{"MODEL.LOSSES.EWTH.MARGIN": 0.0, "MODEL.LOSSES.EWTH.EW_MARGIN": -1.0})
+    assert EWTHLoss.from_config(cfg).options["ew_margin"] == -1.0
+
+
+@pytest.mark.parametrize("key, value", [("SCALE", 0.0), ("SCALE", -0.0005), ("LR", -0.5), ("LR", float("inf")),
+                                        ("SCALE", float("nan"))])
+def test_center_options_are_checked_once_for_config_and_module(key, value):
+    from fastreid_ewth.modeling.center_loss import check_center_config
+
+    cfg = project_cfg("AGW_HNEWTH")
+    check_center_config(cfg)  # the recipe passes
+    cfg.MODEL.LOSSES.CENTER[key] = value
+    with pytest.raises(ValueError) as from_config:
+        check_center_config(cfg)
+    message = str(from_config.value)
+    assert "MODEL.LOSSES.CENTER.{} is {!r}".format(key, value) in message and "> 0" in message
+    assert "drop CenterLoss from MODEL.LOSSES.NAME" in message
+    if key == "SCALE":
+        with pytest.raises(ValueError) as from_module:
+            CenterLoss(3, 4, scale=value)
+        assert str(from_module.value) == message
+
+
+def test_center_loss_of_finds_the_centres_through_ddp():
+    from torch.nn.parallel import DistributedDataParallel
+
+    from fastreid_ewth.modeling.center_loss import center_loss_of
+
+    model = torch.nn.Module()
+    assert center_loss_of(model) is None
+    model.center_loss = CenterLoss(3, 4)
+    assert center_loss_of(model) is model.center_loss
+    wrapped = DistributedDataParallel.__new__(DistributedDataParallel)  # no process group needed for the lookup
+    torch.nn.Module.__init__(wrapped)
+    wrapped.module = model
+    assert center_loss_of(wrapped) is model.center_loss
+    model.center_loss = None
+    assert center_loss_of(wrapped) is None
+
+
+# --------------------------------------------------------------------------------------------------------
+# One distance matrix and one mining per training step
+# --------------------------------------------------------------------------------------------------------
+def _spy_everywhere(monkeypatch, function):
+    """Replace ``function`` by a counting wrapper in every fastreid_ewth module that holds it."""
+    import sys
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return function(*args, **kwargs)
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("fastreid_ewth") and module is not None:
+            for attr, value in list(vars(module).items()):
+                if value is function:
+                    monkeypatch.setattr(module, attr, spy)
+    return calls
+
+
+@pytest.mark.parametrize("variant", ["TH", "HNEWTH"])
+def test_training_step_computes_the_distance_matrix_once(monkeypatch, variant):
+    from fastreid.utils.events import EventStorage
+
+    from fastreid_ewth.losses import distance, mining
+
+    cfg = add_ewth_config(get_cfg())
+    cfg.merge_from_file(str(REPO / "projects" / "Demo.yml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.HEADS.NUM_CLASSES", 3, "MODEL.LOSSES.EWTH.VARIANT", variant])
+    torch.manual_seed(0)
+    model = EWTHTrainer.build_model(cfg).train()
+    matrices = _spy_everywhere(monkeypatch, distance.distance_matrix)
+    pairwise = _spy_everywhere(monkeypatch, distance.pairwise_distance)
+    minings = _spy_everywhere(monkeypatch, mining.hard_example_mining)
+    pairs = _spy_everywhere(monkeypatch, distance.pair_distances)
+    data = {"images": torch.rand(9, 3, 64, 32) * 255, "targets": torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])}
+    with EventStorage(0) as storage:
+        losses = model(data)
+        logged = {k for k in storage.latest() if k.startswith("diag/")}
+    assert logged >= {"diag/hinge_active", "diag/d_ap", "diag/d_an"}  # diagnostics were produced...
+    assert (len(matrices), len(pairwise), len(minings), len(pairs)) == (1, 0, 1, 1)  # ...from the loss's own pass
+    sum(losses.values()).backward()

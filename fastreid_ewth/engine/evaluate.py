@@ -5,6 +5,7 @@ import os
 import torch
 
 from .. import compat
+from ..files import CONFIG_YAML, MODEL_FINAL
 from .trainer import EWTHTrainer
 
 logger = logging.getLogger(__name__)
@@ -52,8 +53,8 @@ def load_matching_weights(model, path, state=None):
         if mismatched:
             parts.append("{} key(s) have other shapes:\n  {}".format(len(mismatched), listing(mismatched)))
         raise ValueError("MODEL.WEIGHTS {!r} belongs to another architecture than this config builds ({}).\n{}\n"
-                         "Use the config the checkpoint was trained with (OUTPUT_DIR/config.yaml of its run).".format(
-                             path, type(model).__name__, "\n".join(parts)))
+                         "Use the config the checkpoint was trained with (OUTPUT_DIR/{} of its run).".format(
+                             path, type(model).__name__, "\n".join(parts), CONFIG_YAML))
     model.load_state_dict({k: state[k] for k in own})
     logger.info("Loaded %d tensors from %s", len(own), path)
 
@@ -73,7 +74,7 @@ def evaluate_checkpoint(cfg):
         if not os.path.isfile(weights):
             raise FileNotFoundError(
                 "MODEL.WEIGHTS {!r} does not exist. Pass the checkpoint of a finished run, e.g. "
-                "`--eval-only MODEL.WEIGHTS <OUTPUT_DIR>/model_final.pth`.".format(weights))
+                "`--eval-only MODEL.WEIGHTS <OUTPUT_DIR>/{}`.".format(weights, MODEL_FINAL))
         state = _read_state_dict(weights)
     else:
         logger.warning("MODEL.WEIGHTS is empty: evaluating an untrained, randomly initialised model.")

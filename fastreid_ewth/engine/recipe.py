@@ -18,22 +18,13 @@ together.
 import logging
 import os
 
-import torch
-
 from fastreid.data import build_reid_test_loader
 from fastreid.engine import DefaultTrainer
 from fastreid.utils import comm
 
 from .. import compat
 from ..evaluation import ExactReidEvaluator
-from .hooks import CenterLossOptimizer  # TEMP until modeling.center_loss has it
-
-
-def center_loss_of(model):  # TEMP
-    from torch.nn.parallel import DistributedDataParallel
-    if isinstance(model, DistributedDataParallel):
-        model = model.module
-    return getattr(model, "center_loss", None)
+from ..modeling.center_loss import CenterLossOptimizer, center_loss_of
 from .schedule import build_epoch_scheduler, warmup_iters
 from .setup import check_identity_sampler, log_to_output_dir, resolve_device
 
@@ -71,9 +62,10 @@ class RecipeTrainer(DefaultTrainer):
         self.center_optimizer = None
         center = center_loss_of(self.model)
         if center is not None:
-            self.center_optimizer = torch.optim.SGD(center.parameters(), lr=cfg.MODEL.LOSSES.CENTER.LR)
+            hook = CenterLossOptimizer.from_config(cfg, center)
+            self.center_optimizer = hook.optimizer
             self.checkpointer.checkpointables["center_optimizer"] = self.center_optimizer
-            self.register_hooks([CenterLossOptimizer(self.center_optimizer, center)])
+            self.register_hooks([hook])
 
     @classmethod
     def build_model(cls, cfg):

@@ -20,6 +20,7 @@ from fastreid.utils.env import seed_all_rng
 
 from .. import compat
 from ..config import add_ewth_config
+from ..files import LOG_TXT, MODEL_FINAL
 from ..modeling import SUPPORTED_LOSSES, EWTHLoss
 from ..modeling.center_loss import check_center_config
 
@@ -54,7 +55,8 @@ def validate_run(cfg, world_size=1, eval_only=False):
         for name in cfg.DATASETS.NAMES:
             data = _load_dataset(name)
             if not data.train:
-                raise ValueError("DATASETS.NAMES: {} has no training images under {}".format(name, compat.datasets_root()))
+                raise ValueError("DATASETS.NAMES: {} has no training images under {}".format(
+                    name, compat.datasets_root()))
     for name in cfg.DATASETS.TESTS:
         data = _load_dataset(name)
         for split in ("query", "gallery"):
@@ -91,7 +93,7 @@ def _check_losses(cfg):
 def _check_weights_path(weights):
     if weights and not os.path.isfile(weights):
         raise FileNotFoundError("MODEL.WEIGHTS {!r} does not exist. Pass the checkpoint of a finished run, e.g. "
-                                "`MODEL.WEIGHTS <OUTPUT_DIR>/model_final.pth`, or leave it empty.".format(weights))
+                                "`MODEL.WEIGHTS <OUTPUT_DIR>/{}`, or leave it empty.".format(weights, MODEL_FINAL))
 
 
 def _load_dataset(name):
@@ -186,7 +188,7 @@ def log_to_output_dir(output_dir):
         handlers.append(info)
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
-        name = "log.txt" if rank == 0 else "log.txt.rank{}".format(rank)
+        name = LOG_TXT if rank == 0 else "{}.rank{}".format(LOG_TXT, rank)
         handlers.append(logging.FileHandler(os.path.join(output_dir, name)))
     for h in handlers:
         h.setFormatter(formatter)

@@ -1,6 +1,6 @@
 """Euclidean distances between features, floored so that gradients stay finite, and their gradients.
 
-SPEC §1: ``d(i, j) = sqrt(max(||f_i - f_j||², 1e-12))``. Where the squared distance is below the
+``d(i, j) = sqrt(max(||f_i - f_j||², 1e-12))`` (``docs/losses.md``). Where the squared distance is below the
 floor (two features coincide) the distance is the constant ``1e-6`` and passes no gradient, exactly
 as ``sqrt(clamp(x, min=1e-12))`` does under autograd.
 
@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-#: Floor on squared distances (SPEC §1), and the distance it gives.
+#: Floor on squared distances, and the distance it gives.
 SQUARED_DISTANCE_FLOOR = 1e-12
 DISTANCE_FLOOR = 1e-6
 

@@ -1,5 +1,5 @@
 """Element weights of the EW term: which feature dimensions separate an anchor's identity from its
-hard negative's identity, as seen by the classifier (SPEC §1).
+hard negative's identity, as seen by the classifier (``docs/losses.md``).
 
     δ = |W[y_i] - W[y_n(i)]|,   δ̂ = δ / (max_k δ_k + 1e-12),   w_k = 0 if δ̂_k < t else 1 + δ̂_k
 """

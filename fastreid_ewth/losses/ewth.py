@@ -1,4 +1,4 @@
-"""The EWTH loss family: ``ewth_loss`` and its eight variants (SPEC §1).
+"""The EWTH loss family: ``ewth_loss`` and its eight variants (formulas: ``docs/losses.md``).
 
 Work done for one batch, whatever the variant:
 
@@ -6,7 +6,9 @@ Work done for one batch, whatever the variant:
 2. hard mining on its values -> indices ``p(i)``, ``n(i)``;
 3. ``d_ap``, ``d_an`` (and ``d^w_ap``, ``d^w_an``) from the 2N gathered (anchor, partner)
    differences, one pass each;
-4. per-anchor terms, averaged over the anchors that form a triplet.
+4. per-anchor terms, averaged over the anchors that form a triplet;
+5. on request, the batch's mining diagnostics (:mod:`.diagnostics`) from the same indices and
+   distances, without gradient.
 
 All of it runs in one autograd node with a hand-written backward. At a P×K = 16×4 batch the fixed
 cost of recording and replaying the few dozen small operations on N-vectors and N×N matrices
@@ -20,48 +22,28 @@ and contribute nothing: each term is the mean over the *qualifying* anchors only
 identity in the batch neither adds to nor dilutes the loss of the others. When no anchor
 qualifies, every term is a zero that is still connected to ``features`` (backward gives zeros).
 """
-import math
 import warnings
 
 import torch
 from torch.autograd.function import once_differentiable
 
+from .autocast import autocast_disabled
+from .diagnostics import DIAGNOSTIC_NAMES, mined_diagnostics
 from .distance import distance_matrix, distance_matrix_backward, pair_distances, pair_distances_backward
 from .element_weight import element_weights
 from .mining import hard_example_mining, mean_negative_weights
-from .normalize import NORM_FEATS, normalize_features
-from .terms import DISTANCES, ELEMENT_WEIGHTED, HALF_TRIHARD, MEAN_NEGATIVE, TRIHARD, ranking
+from .normalize import normalize_features
+from .options import check_ewth_options
+from .terms import DISTANCES, ELEMENT_WEIGHTED, MEAN_NEGATIVE, VARIANTS, ranking
 
-#: Variant -> the terms it sums (SPEC §1 variants table).
-VARIANTS = {
-    "TH": (TRIHARD,),
-    "TH_FN": (TRIHARD,),
-    "HTH": (HALF_TRIHARD,),
-    "HNTH": (HALF_TRIHARD, MEAN_NEGATIVE),
-    "EWTH": (TRIHARD, ELEMENT_WEIGHTED),
-    "NEWTH": (TRIHARD, MEAN_NEGATIVE, ELEMENT_WEIGHTED),
-    "HEWTH": (HALF_TRIHARD, ELEMENT_WEIGHTED),
-    "HNEWTH": (HALF_TRIHARD, MEAN_NEGATIVE, ELEMENT_WEIGHTED),
-}
-
-#: The eight variant names, in the order of the SPEC's tables.
+#: The eight variant names, in the order of the paper's tables.
 EWTH_VARIANTS = tuple(VARIANTS)
 
 #: Names of the terms in the dict ``ewth_loss`` returns.
 TERM_NAMES = ("loss_triplet", "loss_mean_neg", "loss_ew")
 
 
-def ewth_loss(
-    features,
-    targets,
-    classifier_weight,
-    variant="HNEWTH",
-    margin=0.3,
-    mean_neg_margin=0.3,
-    ew_margin=0.3,
-    ew_threshold=0.1,
-    norm_feat="none",
-):
+def ewth_loss(features, targets, classifier_weight, *, diagnostics=False, **options):
     """EWTH-family metric loss of one batch.
 
     Args:
@@ -69,22 +51,34 @@ def ewth_loss(
         targets: N integer identity labels; identities may have any number of images.
         classifier_weight: C×D BNNeck classifier weight; **detached** here (only its values pick
             the element weights). May be ``None`` for variants without the EW term.
-        variant: one of :data:`EWTH_VARIANTS`.
-        margin: ``m`` of the (Half) TriHard term; ``margin <= 0`` switches *every* term to the
-            soft margin ``softplus(a - b)`` (then ``mean_neg_margin`` and ``ew_margin`` are unused).
-        mean_neg_margin: ``φ`` of the mean-Negative term.
-        ew_margin: ``α`` of the Element-Weighted term.
-        ew_threshold: ``t``; element weights whose normalised difference is below it are 0.
-        norm_feat: ``none``, ``l2`` (unit length) or ``max`` (batch divided by its largest norm),
-            applied to ``features`` before everything else, whatever the variant.
+        diagnostics: also return the batch's mining diagnostics (:mod:`.diagnostics`), taken from
+            this computation's own mining.
+        **options: the options of :data:`~fastreid_ewth.losses.options.EWTH_OPTIONS`, defaults from
+            there; checked by :func:`~fastreid_ewth.losses.options.check_ewth_options`:
+
+            - ``variant``: one of :data:`EWTH_VARIANTS`;
+            - ``margin``: ``m`` of the (Half) TriHard term; ``margin <= 0`` switches *every* term to
+              the soft margin ``softplus(a - b)`` (then ``mean_neg_margin`` and ``ew_margin`` are unused);
+            - ``mean_neg_margin``: ``φ`` of the mean-Negative term;
+            - ``ew_margin``: ``α`` of the Element-Weighted term;
+            - ``ew_threshold``: ``t``; element weights whose normalised difference is below it are 0;
+            - ``norm_feat``: ``none``, ``l2`` (unit length) or ``max`` (batch divided by its largest
+              norm), applied to ``features`` before everything else, whatever the variant;
+            - ``scale``: every term is multiplied by it.
 
     Returns:
         dict of scalar tensors, exactly the terms the variant uses, among ``loss_triplet``
         (TriHard or Half TriHard), ``loss_mean_neg`` and ``loss_ew``. The loss is their sum.
         Each term is a mean over the anchors that have another positive and a negative.
         Differentiable once w.r.t. ``features`` (no double backward).
+
+        With ``diagnostics=True``, a pair ``(terms, diagnostics)``: ``diagnostics`` maps
+        ``hinge_active``, ``d_ap``, ``d_an`` and (variants with the EW term) ``ew_kept`` to 0-dim
+        tensors without gradient, NaN when no anchor forms a triplet.
     """
-    terms = _check_options(variant, norm_feat, margin, mean_neg_margin, ew_margin, ew_threshold)
+    options = check_ewth_options(**options)
+    variant, margin, norm_feat = options["variant"], options["margin"], options["norm_feat"]
+    terms = VARIANTS[variant]
     uses_ew = ELEMENT_WEIGHTED in terms
     _check_inputs(features, targets, classifier_weight, uses_ew)
     if variant == "TH_FN" and norm_feat == "none":
@@ -96,26 +90,29 @@ def ewth_loss(
     if features.dtype in (torch.float16, torch.bfloat16):
         # Distances of 2048-d features lose too much in half precision; the loss is cheap in fp32.
         features = features.float()
+    report = {} if diagnostics else None
     if features.shape[0] == 0:
         zero = features.sum() * 0.0
-        return {term.key: zero for term in terms}
-
-    margins = {"margin": margin, "mean_neg_margin": mean_neg_margin, "ew_margin": ew_margin}
-    weight = classifier_weight.detach().to(features.dtype) if uses_ew else None
-    args = (targets.long(), weight, terms, tuple(margins[t.margin_arg] for t in terms), margin <= 0, ew_threshold)
-    if _autocast_enabled(features.device.type):
-        with torch.autocast(features.device.type, enabled=False):
-            values = _EWTHLoss.apply(normalize_features(features, norm_feat), *args)
+        values = [zero for _ in terms]
+        if report is not None:
+            names = DIAGNOSTIC_NAMES if uses_ew else DIAGNOSTIC_NAMES[:-1]
+            report.update((name, features.new_full((), float("nan"))) for name in names)
     else:
-        values = _EWTHLoss.apply(normalize_features(features, norm_feat), *args)
-    return {term.key: value for term, value in zip(terms, values)}
+        weight = classifier_weight.detach().to(features.dtype) if uses_ew else None
+        margins = tuple(options[t.margin_arg] for t in terms)
+        args = (targets.long(), weight, terms, margins, margin <= 0, options["ew_threshold"], report)
+        with autocast_disabled(features.device.type):
+            values = _EWTHLoss.apply(normalize_features(features, norm_feat), *args)
+    scale = options["scale"]
+    out = {term.key: (value if scale == 1.0 else value * scale) for term, value in zip(terms, values)}
+    return (out, report) if diagnostics else out
 
 
 class _EWTHLoss(torch.autograd.Function):
     """features (N×D) -> one scalar per term; see the module docstring."""
 
     @staticmethod
-    def forward(ctx, features, targets, weight, terms, margins, soft, threshold):
+    def forward(ctx, features, targets, weight, terms, margins, soft, threshold, report):
         uses_mean_neg = MEAN_NEGATIVE in terms
         uses_ew = weight is not None
 
@@ -143,6 +140,10 @@ class _EWTHLoss(torch.autograd.Function):
         farther = torch.stack([distances[term.farther] for term in terms])
         per_anchor, slopes = ranking(closer, farther, closer.new_tensor(margins).unsqueeze(1), soft)
         values = torch.mv(per_anchor, anchor_weight)
+        if report is not None:  # the diagnostics, from this very mining (forward runs without gradient)
+            trihard_margin = next(m for term, m in zip(terms, margins) if term.key == "loss_triplet")
+            report.update(mined_diagnostics(distances["d_ap"], distances["d_an"], valid,
+                                            0.0 if soft else trihard_margin, weights))
 
         # d term / d distance = slope × (+1 for a differentiated `closer`, -1 for a differentiated
         # `farther`, 0 for a stop-gradient): a T×len(names) sign table, applied in backward
@@ -171,36 +172,7 @@ class _EWTHLoss(torch.autograd.Function):
         if ctx.averaging is not None:
             grad_dist = grad_distances[num_pair_rows].unsqueeze(1) * ctx.averaging
             grad_features = distance_matrix_backward(features, ctx.inv_dist, grad_dist, grad_features)
-        return grad_features, None, None, None, None, None, None
-
-
-def _autocast_enabled(device_type):
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4: no device argument, separate CPU query
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
-
-
-def _check_options(variant, norm_feat, margin, mean_neg_margin, ew_margin, ew_threshold):
-    if not isinstance(variant, str) or variant not in VARIANTS:
-        raise ValueError(
-            f"Unknown EWTH variant {variant!r}; valid variants are {', '.join(EWTH_VARIANTS)} "
-            f"(MODEL.LOSSES.EWTH.VARIANT)."
-        )
-    if not isinstance(norm_feat, str) or norm_feat not in NORM_FEATS:
-        raise ValueError(
-            f"Unknown norm_feat {norm_feat!r}; valid values are {', '.join(repr(v) for v in NORM_FEATS)} "
-            f"(MODEL.LOSSES.EWTH.NORM_FEAT)."
-        )
-    for name, value in (("margin", margin), ("mean_neg_margin", mean_neg_margin), ("ew_margin", ew_margin)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name}={value!r} must be a finite number (<= 0 for margin means soft margin).")
-    if isinstance(ew_threshold, bool) or not isinstance(ew_threshold, (int, float)) or not 0 <= ew_threshold < 1:
-        raise ValueError(
-            f"ew_threshold={ew_threshold!r} must be a number in [0, 1): normalised element differences lie "
-            f"in [0, 1), so a threshold of 1 or more would zero every weight (paper: 0.1)."
-        )
-    return VARIANTS[variant]
+        return grad_features, None, None, None, None, None, None, None
 
 
 def _check_inputs(features, targets, classifier_weight, uses_ew):

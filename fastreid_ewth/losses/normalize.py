@@ -1,4 +1,4 @@
-"""Feature normalisation before the metric loss (``NORM_FEAT``, SPEC §1 TH_FN)."""
+"""Feature normalisation before the metric loss (``NORM_FEAT``; the TH_FN variant, ``docs/losses.md``)."""
 import torch.nn.functional as F
 
 #: Valid ``norm_feat`` values: ``l2`` = every feature to unit length (AGW); ``max`` = the whole batch

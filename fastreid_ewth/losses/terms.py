@@ -1,4 +1,5 @@
-"""The four terms of the EWTH family (SPEC §1) as data, and the ranking function they share.
+"""The four terms of the EWTH family as data, which terms each variant sums, and the ranking function
+they share (formulas: ``docs/losses.md``).
 
 Every term compares, per anchor, a distance that should be small (``closer``) with one that should
 be large (``farther``): ``[closer - farther + margin]_+``, or ``softplus(closer - farther)`` with
@@ -21,7 +22,7 @@ class Term(NamedTuple):
     farther: str
     grad_closer: bool  # False: sg(closer)
     grad_farther: bool  # False: sg(farther)
-    margin_arg: str  # which ewth_loss argument is its margin
+    margin_arg: str  # which ewth_loss option is its margin
 
 
 #: ``[d_ap - d_an + m]_+``
@@ -32,6 +33,19 @@ HALF_TRIHARD = Term("loss_triplet", "d_ap", "d_an", True, False, "margin")
 MEAN_NEGATIVE = Term("loss_mean_neg", "d_ap", "mu_an", False, True, "mean_neg_margin")
 #: ``[d^w_ap - d^w_an + α]_+``: gradient through both
 ELEMENT_WEIGHTED = Term("loss_ew", "dw_ap", "dw_an", True, True, "ew_margin")
+
+#: Variant -> the terms it sums, in the order of the paper's tables. TH_FN is TH on normalised
+#: features (the ``norm_feat`` option), so its terms are TH's.
+VARIANTS = {
+    "TH": (TRIHARD,),
+    "TH_FN": (TRIHARD,),
+    "HTH": (HALF_TRIHARD,),
+    "HNTH": (HALF_TRIHARD, MEAN_NEGATIVE),
+    "EWTH": (TRIHARD, ELEMENT_WEIGHTED),
+    "NEWTH": (TRIHARD, MEAN_NEGATIVE, ELEMENT_WEIGHTED),
+    "HEWTH": (HALF_TRIHARD, ELEMENT_WEIGHTED),
+    "HNEWTH": (HALF_TRIHARD, MEAN_NEGATIVE, ELEMENT_WEIGHTED),
+}
 
 
 def ranking(closer, farther, margin, soft):

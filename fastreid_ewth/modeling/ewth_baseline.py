@@ -1,21 +1,18 @@
 """``EWTHBaseline``: fastreid's ``Baseline`` with the EWTH losses and AGW's center loss."""
-import torch
-
 from fastreid.config import configurable
 from fastreid.modeling.losses import cross_entropy_loss, log_accuracy
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY, Baseline
 from fastreid.utils.events import get_event_storage
 
-from ..losses.diagnostics import triplet_diagnostics
+from ..files import DIAGNOSTICS_PREFIX
+from ..losses.diagnostics import diagnostic_values
 from .center_loss import CenterLoss, check_center_config
 from .ewth_loss import EWTHLoss
 
+# DIAGNOSTICS_PREFIX (defined in fastreid_ewth.files) is re-exported here for the code that imports it from here
 __all__ = ["EWTHBaseline", "SUPPORTED_LOSSES", "DIAGNOSTICS_PREFIX"]
 
 SUPPORTED_LOSSES = ("CrossEntropyLoss", "EWTHLoss", "CenterLoss")
-
-#: Event-storage names of the metric-loss diagnostics: ``diag/hinge_active``, ``diag/d_ap``, ...
-DIAGNOSTICS_PREFIX = "diag/"
 
 
 @META_ARCH_REGISTRY.register()
@@ -26,10 +23,11 @@ class EWTHBaseline(Baseline):
     ``loss_mean_neg``, ``loss_ew``, ``loss_center``. The metric losses see the pre-BNNeck feature, the
     classifier the after-BNNeck one (BNNeck, Luo et al. 2019).
 
-    With ``EWTHLoss``, every training step also puts the batch's mining diagnostics
-    (:func:`fastreid_ewth.losses.diagnostics.triplet_diagnostics`) into fastreid's event storage as
-    ``diag/hinge_active``, ``diag/d_ap``, ``diag/d_an`` and, for EW variants, ``diag/ew_kept``; its writers
-    take them to ``metrics.json`` and tensorboard. They are not losses, so they stay out of the returned dict.
+    With ``EWTHLoss``, every training step inside fastreid's ``EventStorage`` also puts the batch's mining
+    diagnostics (:mod:`fastreid_ewth.losses.diagnostics`, computed by the loss from its own mining, no second
+    pass over the batch) into that storage as ``diag/hinge_active``, ``diag/d_ap``, ``diag/d_an`` and, for EW
+    variants, ``diag/ew_kept``; its writers take them to ``metrics.json`` and tensorboard. They are not
+    losses, so they stay out of the returned dict.
     """
 
     @configurable
@@ -59,8 +57,7 @@ class EWTHBaseline(Baseline):
         feat_dim = cfg.MODEL.HEADS.EMBEDDING_DIM or cfg.MODEL.BACKBONE.FEAT_DIM
         center = None
         if "CenterLoss" in names:
-            check_center_config(cfg)
-            center = CenterLoss(cfg.MODEL.HEADS.NUM_CLASSES, feat_dim, cfg.MODEL.LOSSES.CENTER.SCALE)
+            center = CenterLoss(cfg.MODEL.HEADS.NUM_CLASSES, feat_dim, check_center_config(cfg)["SCALE"])
         return {
             "backbone": base["backbone"],
             "heads": base["heads"],
@@ -81,27 +78,22 @@ class EWTHBaseline(Baseline):
                 outputs["cls_outputs"], gt_labels, self.ce_kwargs["eps"], self.ce_kwargs["alpha"]
             ) * self.ce_kwargs["scale"]
         if self.ewth_loss is not None:
-            terms = self.ewth_loss(outputs["features"], gt_labels, outputs["classifier_weight"])
-            loss_dict.update(terms)
-            self._log_diagnostics(outputs, gt_labels, element_weighted="loss_ew" in terms)
+            storage = _current_storage()  # outside fastreid's training loop (tests, notebooks): nothing to log to
+            metric = self.ewth_loss(outputs["features"], gt_labels, outputs["classifier_weight"],
+                                    diagnostics=storage is not None)
+            if storage is not None:
+                metric, diagnostics = metric
+                _log_diagnostics(storage, diagnostics)
+            loss_dict.update(metric)
         if self.center_loss is not None:
             loss_dict["loss_center"] = self.center_loss(outputs["features"], gt_labels)
         return loss_dict
 
-    def _log_diagnostics(self, outputs, gt_labels, element_weighted):
-        storage = _current_storage()
-        if storage is None:  # a forward outside fastreid's training loop (tests, notebooks): nothing to log to
-            return
-        options = self.ewth_loss.kwargs
-        stats = triplet_diagnostics(outputs["features"], gt_labels, outputs["classifier_weight"],
-                                    margin=options["margin"], ew_threshold=options["ew_threshold"],
-                                    norm_feat=options["norm_feat"], element_weighted=element_weighted)
-        if not stats:
-            return
-        # one device-to-host copy for all of them, not one synchronisation per scalar
-        values = torch.stack(list(stats.values())).tolist()
-        for name, value in zip(stats, values):
-            storage.put_scalar(DIAGNOSTICS_PREFIX + name, value)
+
+def _log_diagnostics(storage, diagnostics):
+    """``diag/<name>`` into ``storage``, with one device-to-host copy for all of them."""
+    for name, value in diagnostic_values(diagnostics).items():
+        storage.put_scalar(DIAGNOSTICS_PREFIX + name, value)
 
 
 def _current_storage():
