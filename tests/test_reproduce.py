@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from fastreid_ewth.losses.diagnostics import triplet_diagnostics
+from fastreid_ewth.losses import diagnostic_values, ewth_loss
 from fastreid_ewth.reproduce import cli, runner
 from fastreid_ewth.reproduce.metrics import final_evaluation, read_metrics
 from fastreid_ewth.reproduce.paper import PAPER_CONFIGS, paper_result, paper_table
@@ -35,7 +35,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 # --------------------------------------------------------------------------------------------------------
-# diagnostics: the vectorised function against a loop over anchors written from SPEC §1
+# diagnostics: those the loss computes from its own mining against a loop over anchors (docs/losses.md)
 # --------------------------------------------------------------------------------------------------------
 def _slow_diagnostics(features, targets, weight, margin, threshold, norm_feat):
     f = features.double()
@@ -77,8 +77,8 @@ def test_diagnostics_match_a_slow_loop(norm_feat, margin):
     features = torch.randn(targets.numel(), 16, generator=gen) * 0.5
     features[4:8] += 0.8  # identity 1 near identity 0: a mix of open and closed hinges
     weight = torch.randn(5, 16, generator=gen)
-    got = triplet_diagnostics(features, targets, weight, margin=margin, ew_threshold=0.3, norm_feat=norm_feat,
-                              element_weighted=True)
+    _, got = ewth_loss(features, targets, weight, variant="HNEWTH", margin=margin, ew_threshold=0.3,
+                       norm_feat=norm_feat, diagnostics=True)
     want = _slow_diagnostics(features, targets, weight, margin, 0.3, norm_feat)
     assert set(got) == {"hinge_active", "d_ap", "d_an", "ew_kept"}
     for name, value in want.items():
@@ -91,12 +91,14 @@ def test_diagnostics_match_a_slow_loop(norm_feat, margin):
 
 def test_diagnostics_are_detached_and_skip_batches_without_triplets():
     features = torch.randn(6, 8, requires_grad=True)
-    stats = triplet_diagnostics(features, torch.tensor([0, 0, 1, 1, 2, 2]))
-    assert set(stats) == {"hinge_active", "d_ap", "d_an"}  # no ew_kept without element_weighted
+    _, stats = ewth_loss(features, torch.tensor([0, 0, 1, 1, 2, 2]), None, variant="HNTH", diagnostics=True)
+    assert set(stats) == {"hinge_active", "d_ap", "d_an"}  # no ew_kept without the EW term
     assert not any(v.requires_grad for v in stats.values())
-    assert triplet_diagnostics(features, torch.arange(6)) == {}  # all singletons: nothing to average
-    with pytest.raises(ValueError, match="classifier_weight"):
-        triplet_diagnostics(features, torch.tensor([0, 0, 1, 1, 2, 2]), None, element_weighted=True)
+    assert set(diagnostic_values(stats)) == set(stats)
+    _, singletons = ewth_loss(features, torch.arange(6), None, variant="TH", diagnostics=True)
+    assert diagnostic_values(singletons) == {}  # all singletons: nothing to average, nothing logged
+    with pytest.raises(ValueError, match="classifier weight"):
+        ewth_loss(features, torch.tensor([0, 0, 1, 1, 2, 2]), None, variant="EWTH", diagnostics=True)
 
 
 def _tiny_model(variant):
@@ -169,7 +171,7 @@ def test_a_run_trained_elsewhere_is_adopted_without_training(tmp_path, monkeypat
     run.mkdir(parents=True)
     (run / "model_final.pth").write_bytes(b"")  # e.g. trained from the --dry-run commands on a cluster
     spec = runner.RunSpec("BoT_TH", CONFIGS[0], "Market1501", str(run))
-    assert runner.launch(spec, REPRODUCE, echo=lambda _: None) == ("unmarked", 0)
+    assert runner.launch(spec, echo=lambda _: None) == ("unmarked", 0)
     assert run_state(str(run)) == "finished"
     assert json.loads((run / runner.MARKER).read_text())["wall_time_s"] is None  # unknown, not made up
 
@@ -200,6 +202,30 @@ def test_dry_run_prints_one_command_per_run_and_resumes_interrupted_ones(tmp_pat
     assert len(resumed) == 1 and "OUTPUT_DIR {}".format(interrupted) in resumed[0]
     assert "DATASETS.NAMES '(\"DukeMTMC\",)' DATASETS.TESTS '(\"DukeMTMC\",)'" in resumed[0]
     assert not (out / "Market1501").exists()  # a dry run creates nothing
+    # each command is the installed training module run by this interpreter: runnable without a checkout
+    assert all(line.startswith("{} -m fastreid_ewth.train --config-file ".format(sys.executable)) for line in lines)
+
+
+def test_default_configs_are_read_from_the_current_folder_not_the_package(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # a checkout's root: projects/ is there
+    lines = []
+    assert cli.main(["--datasets", "SynthReID", "--output", str(tmp_path / "out"), "--dry-run"],
+                    echo=lines.append) == 0
+    assert len(lines) == 16 and "--config-file projects/BoT_TH.yml " in lines[0]
+    assert cli.main(["--preset", "synth", "--output", str(tmp_path / "synth"), "--dry-run"], echo=lines.append) == 0
+    assert "--config-file projects/Demo.yml " in lines[-1]
+
+    monkeypatch.chdir(tmp_path)  # anywhere else: say what to pass
+    for argv in (["--dry-run"], ["--preset", "synth", "--dry-run"]):
+        with pytest.raises(SystemExit) as error:
+            cli.main(argv)
+        message = str(error.value)
+        assert "not found" in message and "--projects /path/to/fastreid_ewth/projects" in message, message
+        assert str(tmp_path / "projects") in message
+    lines = []
+    assert cli.main(["--projects", str(REPO / "projects"), "--preset", "synth", "--output", "synth", "--dry-run"],
+                    echo=lines.append) == 0
+    assert len(lines) == 6 and "--config-file {} ".format(REPO / "projects" / "Demo.yml") in lines[0]
 
 
 def test_opts_that_would_misdirect_runs_are_rejected(tmp_path):

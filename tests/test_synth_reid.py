@@ -3,6 +3,7 @@ import collections
 import hashlib
 import os
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -107,3 +108,55 @@ def test_incomplete_or_foreign_folder_is_refused(tmp_path):
     (tmp_path / "S" / MARKER).write_text("SynthReID generator 0 seed 9\n")
     with pytest.raises(RuntimeError, match="another generator version or seed"):
         ensure_synth_reid(str(tmp_path), seed=0, name="S")
+
+
+def _small_plan(monkeypatch, images=12):
+    real_plan = synth_reid._plan
+    monkeypatch.setattr(synth_reid, "_plan", lambda seed: real_plan(seed)[:images])
+
+
+def test_two_processes_generating_at_once_end_with_one_complete_folder(tmp_path, monkeypatch):
+    _small_plan(monkeypatch)
+    real_generate = synth_reid.generate_synth_reid
+    both_generated = threading.Barrier(2, timeout=60)
+
+    def generate_then_wait(folder, seed=0):
+        count = real_generate(folder, seed)
+        both_generated.wait()  # both have a full temporary copy before either renames it into place
+        return count
+
+    monkeypatch.setattr(synth_reid, "generate_synth_reid", generate_then_wait)
+    results, errors = [], []
+
+    def worker():
+        try:
+            results.append(ensure_synth_reid(str(tmp_path), seed=1, name="S"))
+        except BaseException as e:  # noqa: BLE001  (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and results == [str(tmp_path / "S")] * 2
+    assert os.listdir(tmp_path) == ["S"]  # the loser's temporary copy is gone
+    assert (tmp_path / "S" / MARKER).read_text() == synth_reid._marker_text(1)
+    assert not [n for n in os.listdir(tmp_path / "S") if n.startswith(".")]  # no temporary marker file
+    assert sum(len(os.listdir(tmp_path / "S" / sub)) for sub in SYNTH_LAYOUT) == 12
+
+
+def test_a_failed_marker_write_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    _small_plan(monkeypatch)
+    real_atomic_write = synth_reid.atomic_write
+
+    def disk_full(path, write):
+        def half(f):
+            f.write(b"SynthReID gen")
+            raise OSError(28, "No space left on device")
+        return real_atomic_write(path, half)
+
+    monkeypatch.setattr(synth_reid, "atomic_write", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        ensure_synth_reid(str(tmp_path), seed=1, name="S")
+    assert os.listdir(tmp_path) == []

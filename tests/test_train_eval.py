@@ -1,4 +1,5 @@
-"""End to end through tools/train_net.py: train 2 epochs on SynthReID on CPU, then --eval-only."""
+"""End to end through tools/train_net.py: train 2 epochs on SynthReID on CPU, then --eval-only (with
+``python -m fastreid_ewth.train``, the same command installed with the package)."""
 import json
 import os
 import re
@@ -26,9 +27,11 @@ def _results_table(output):
     return dict(zip(names, values))
 
 
-def _train_net(*args, env=None):
-    res = subprocess.run([sys.executable, TRAIN_NET, *args], capture_output=True, text=True, env=env, cwd=REPO)
+def _train_net(*args, env=None, module=False):
+    command = ["-m", "fastreid_ewth.train"] if module else [TRAIN_NET]
+    res = subprocess.run([sys.executable, *command, *args], capture_output=True, text=True, env=env, cwd=REPO)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "Command Line Args:" in res.stdout
     return res.stdout + res.stderr
 
 
@@ -77,7 +80,7 @@ def test_weights_changed_during_training(trained, tmp_path):
 def test_eval_only_reproduces_the_final_metrics(trained, tmp_path):
     out, log = trained
     eval_log = _train_net("--config-file", "projects/Demo.yml", "--eval-only",
-                          "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path))
+                          "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path), module=True)
     assert _results_table(eval_log) == _results_table(log)
 
 

@@ -7,16 +7,22 @@
     python tools/reproduce.py --report-only                       # report on the runs that are there
     python tools/reproduce.py --preset synth                      # TH vs HNEWTH on SynthReID, 3 seeds, CPU
 
-Each run trains with ``tools/train_net.py`` into ``<output>/<dataset>/<config>[-seedN]``. Rerunning the
-same command skips finished runs and resumes interrupted ones. Results: ``<output>/REPORT.md``,
-``report.csv``, ``runs.csv``, ``map_vs_paper.png`` and ``curves/``.
+Run it from the root of the checkout: the paper's configs and the presets' are read from ``projects/`` in
+the current folder (``--projects DIR`` otherwise). Each run trains with ``python -m fastreid_ewth.train``
+(what ``tools/train_net.py`` runs) into ``<output>/<dataset>/<config>[-seedN]``. Rerunning the same command
+skips finished runs and resumes interrupted ones. Results: ``<output>/REPORT.md``, ``report.csv``,
+``runs.csv``, ``map_vs_paper.png`` and ``curves/``. Installed, the same is ``python -m fastreid_ewth.reproduce``.
 """
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+# the trainings are processes of their own (python -m fastreid_ewth.train): have them import this checkout's
+# package too, installed or not
+os.environ["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p])
 
 from fastreid_ewth.reproduce.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(train_script=os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")))
+    sys.exit(main())

@@ -9,37 +9,16 @@
 Same command line as fastreid's ``tools/train_net.py``; trailing ``KEY VALUE`` pairs override the config.
 ``--num-gpus N`` starts N processes (torch.distributed): one per GPU with NCCL, or N CPU processes with gloo
 on a machine without CUDA. A non-finite loss ends the run with a non-zero exit status.
+
+This script is ``python -m fastreid_ewth.train`` (``fastreid_ewth/train.py``) run from a checkout: it puts
+the checkout first on ``sys.path``, so it works without installing the package.
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import fastreid_ewth  # noqa: E402,F401  (patches fastreid, registers the plugin)
-from fastreid.engine import default_argument_parser  # noqa: E402
-
-from fastreid_ewth.engine import EWTHTrainer, setup_cfg  # noqa: E402
-from fastreid_ewth.engine.evaluate import evaluate_checkpoint  # noqa: E402
-from fastreid_ewth.engine.launch import launch  # noqa: E402
-
-
-def main(args):
-    cfg = setup_cfg(args)
-    if args.eval_only:
-        return evaluate_checkpoint(cfg)
-    trainer = EWTHTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
-
+from fastreid_ewth.train import run  # noqa: E402
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    sys.exit(run(prog="tools/train_net.py"))

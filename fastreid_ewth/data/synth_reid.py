@@ -7,9 +7,11 @@ negatives the EWTH paper is about. Six cameras differ in background, light, colo
 scale and viewpoint (front/back). The layout is Market1501's (``bounding_box_train/``, ``query/``,
 ``bounding_box_test/``, names ``PPPP_cCs1_FFFFFF_NN.jpg``) so any Market-style reader works too.
 
-The set is generated under ``$FASTREID_DATASETS/SynthReID`` (default ``datasets/``) into a temporary
-folder that is renamed into place when complete, so an interrupted run never leaves a half dataset
-that a later run would use. Every image comes from its own seeded generator: the same seed gives the
+The set is generated under ``$FASTREID_DATASETS/SynthReID`` (default ``datasets/``) into a hidden temporary
+folder; its marker file ``SYNTHREID_COMPLETE`` is written last (with :func:`fastreid_ewth.files.atomic_write`,
+so it is whole or absent), then the folder is renamed into place. An interrupted run never leaves a folder
+under the final name, let alone one with a marker, and of two processes generating at once the first rename
+wins and the other drops its copy. Every image comes from its own seeded generator: the same seed gives the
 same bytes.
 """
 import glob
@@ -25,6 +27,8 @@ from PIL import Image
 
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.datasets.bases import ImageDataset
+
+from ..files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +272,7 @@ def _plan(seed):
 
 
 def generate_synth_reid(folder, seed=0):
-    """Write the whole dataset into ``folder`` (which must not exist yet's parent must). Returns the count."""
+    """Write the whole dataset's images into ``folder`` (created if missing; no marker). Returns the count."""
     identities = _identities(seed, 1, NUM_TRAIN_IDS)
     identities.update(_identities(seed, NUM_TRAIN_IDS + 1, NUM_TEST_IDS))
     cameras = [_camera(seed, c) for c in range(NUM_CAMERAS)]
@@ -310,8 +314,9 @@ def ensure_synth_reid(root, seed=0, name="SynthReID"):
     try:
         logger.info("Generating SynthReID (seed %d) under %s ...", seed, target)
         count = generate_synth_reid(tmp, seed)
-        with open(os.path.join(tmp, MARKER), "w") as f:
-            f.write(_marker_text(seed))
+        # the complete flag, after every image: whole or absent, whatever happens to this process
+        text = _marker_text(seed).encode("utf-8")
+        atomic_write(os.path.join(tmp, MARKER), lambda f: f.write(text))
         try:
             os.rename(tmp, target)
         except OSError:

@@ -1,5 +1,6 @@
-"""Reproduce the paper's table with ``tools/reproduce.py``: run configs × datasets through
-``tools/train_net.py`` (resumable), then report measured vs paper numbers with plots.
+"""Reproduce the paper's table with ``tools/reproduce.py`` (or ``python -m fastreid_ewth.reproduce``): run
+configs × datasets, each through ``python -m fastreid_ewth.train`` (resumable), then report measured vs
+paper numbers with plots.
 
 Modules: ``paper`` (the paper's numbers, ``paper_table.csv``), ``runner`` (run folders, markers,
 launching), ``metrics`` (reading ``metrics.json`` / ``log.txt``), ``report`` (REPORT.md and CSVs),

@@ -1,4 +1,10 @@
-"""Command line of ``tools/reproduce.py``: run the paper's table (or a preset), then report and plot."""
+"""Command line of ``tools/reproduce.py`` (also ``python -m fastreid_ewth.reproduce``): run the paper's table
+(or a preset), then report and plot.
+
+Every training is ``python -m fastreid_ewth.train`` in a process of its own (see ``runner``). The config
+files are the user's: ``--configs`` paths, or for the paper's 16 and the presets the files of a ``projects/``
+folder, by default ``projects`` in the current folder (the root of a checkout), else ``--projects DIR``.
+"""
 import argparse
 import concurrent.futures
 import os
@@ -11,19 +17,26 @@ from .presets import PRESETS
 from .report import collect, run_records, write_report
 from .runner import FORBIDDEN_OPTS, RunSpec, format_command, launch, run_state, stdout_tail, train_command
 
+#: Where the paper's configs and the presets' are looked up unless ``--projects`` says otherwise: relative
+#: to the current folder, i.e. a checkout's root (the package ships no config files).
+DEFAULT_PROJECTS = "projects"
+
 __all__ = ["main", "build_parser", "build_specs"]
 
 
-def build_parser():
+def build_parser(prog="tools/reproduce.py"):
     p = argparse.ArgumentParser(
-        prog="tools/reproduce.py",
+        prog=prog,
         description="Train a set of project configs on a set of datasets (one OUTPUT_DIR per run; finished runs "
                     "are skipped, interrupted ones resumed), then write REPORT.md, report.csv, runs.csv and PNG "
                     "plots with the paper's numbers next to the measured ones.",
         epilog="Example: tools/reproduce.py --configs projects/BoT_TH.yml projects/BoT_HNEWTH.yml "
                "--datasets Market1501 --output logs/repro --opts SOLVER.IMS_PER_BATCH 64")
     p.add_argument("--configs", nargs="+", metavar="YML",
-                   help="project configs (default: the paper's 16, projects/{BoT,AGW}_*.yml)")
+                   help="project configs (default: the paper's 16, {BoT,AGW}_*.yml in --projects)")
+    p.add_argument("--projects", metavar="DIR", default=DEFAULT_PROJECTS,
+                   help="folder of the project configs that the paper's runs (no --configs) and --preset use "
+                        "(default: %(default)s, relative to the current folder: a checkout's projects/)")
     p.add_argument("--datasets", nargs="+", metavar="NAME",
                    help="fastreid dataset names (default: {})".format(" ".join(PAPER_DATASETS)))
     p.add_argument("--seeds", nargs="+", type=int, metavar="N",
@@ -33,7 +46,8 @@ def build_parser():
                                                    "logs/compare); runs go to DIR/<dataset>/<config>[-seedN]")
     p.add_argument("--preset", choices=sorted(PRESETS), help="a predefined set of runs (synth: TH vs HNEWTH on "
                                                              "SynthReID, 3 seeds, CPU-sized)")
-    p.add_argument("--num-gpus", type=int, default=1, help="passed to tools/train_net.py")
+    p.add_argument("--num-gpus", type=int, default=1, help="passed to every training (python -m "
+                                                              "fastreid_ewth.train --num-gpus N)")
     p.add_argument("--jobs", type=int, metavar="N",
                    help="trainings at once (default 1; --preset synth: 2), each with OMP_NUM_THREADS = cores / N "
                         "unless OMP_NUM_THREADS is set. For CPU machines: parallel runs share the same GPUs")
@@ -60,7 +74,18 @@ def _check_opts(opts):
                   "datasets with --datasets)".format(key))
 
 
-def build_specs(args, repo_root):
+def _projects_hint(args, path):
+    """Why a config of the projects folder is missing, and what to pass instead."""
+    where = os.path.abspath(args.projects)
+    alternative = "" if args.preset else ", or --configs with the config files to train"
+    return ("config file {!r} not found: {} uses the project configs in --projects {!r} ({}). Run the command "
+            "from the root of a checkout of fastreid_ewth (which has projects/ and configs/), or pass "
+            "--projects /path/to/fastreid_ewth/projects{}".format(
+                path, "--preset " + args.preset if args.preset else "the paper's table (no --configs)",
+                args.projects, where, alternative))
+
+
+def build_specs(args):
     """The runs ``args`` ask for -> (list of :class:`RunSpec`, output folder, preset or None)."""
     preset = PRESETS[args.preset] if args.preset else None
     if preset and args.configs:
@@ -68,19 +93,22 @@ def build_specs(args, repo_root):
     opts = list(preset.opts if preset else ()) + list(args.opts or [])
     _check_opts(list(args.opts or []))
     if preset:
-        configs = [(name, os.path.join(repo_root, path), tuple(extra)) for name, path, extra in preset.configs]
+        configs = [(name, os.path.join(args.projects, path), tuple(extra)) for name, path, extra in preset.configs]
     elif args.configs:
         configs = [(os.path.splitext(os.path.basename(c))[0], c, ()) for c in args.configs]
     else:
-        configs = [(name, os.path.join(repo_root, "projects", name + ".yml"), ()) for name in PAPER_CONFIGS]
+        configs = [(name, os.path.join(args.projects, name + ".yml"), ()) for name in PAPER_CONFIGS]
     names = [name for name, _, _ in configs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         _fail("configs {} share a file name; each run's folder is named after it. Rename one copy".format(duplicates))
     for _, path, _ in configs:
-        if not os.path.isfile(path):
+        if os.path.isfile(path):
+            continue
+        if args.configs:
             _fail("config file {!r} not found; pass project configs such as projects/BoT_TH.yml (paths from the "
-                  "current folder)".format(path))
+                  "current folder {!r})".format(path, os.getcwd()))
+        _fail(_projects_hint(args, path))
     datasets = args.datasets or (preset.datasets if preset else PAPER_DATASETS)
     seeds = args.seeds or (preset.seeds if preset else None)
     output = args.output or (preset.output if preset else os.path.join("logs", "reproduce"))
@@ -181,7 +209,7 @@ def _thread_env(jobs):
     return env
 
 
-def _run_all(specs, train_script, num_gpus, jobs, verbose, echo):
+def _run_all(specs, num_gpus, jobs, verbose, echo, python=None):
     """Train every unfinished run, ``jobs`` at a time -> list of the specs that failed."""
     env = _thread_env(jobs)
     lock = threading.Lock()
@@ -199,7 +227,7 @@ def _run_all(specs, train_script, num_gpus, jobs, verbose, echo):
             "fresh": "starting"}[state]))
         if state in ("finished", "running"):
             return None
-        _, code = launch(spec, train_script, num_gpus=num_gpus, verbose=verbose, env=env, echo=say)
+        _, code = launch(spec, num_gpus=num_gpus, verbose=verbose, env=env, python=python, echo=say)
         if code != 0:
             say("[{}/{}] {}: FAILED with exit code {}; last lines of its output:\n{}".format(
                 i, len(specs), spec.label, code, stdout_tail(spec)))
@@ -216,19 +244,15 @@ def _run_all(specs, train_script, num_gpus, jobs, verbose, echo):
     return [spec for spec in outcomes if spec is not None]
 
 
-def main(argv=None, train_script=None, echo=print):
-    """Entry point; returns the process exit code (1 when a run failed)."""
-    args = build_parser().parse_args(argv)
-    if train_script is None:
-        train_script = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                    "tools", "train_net.py")
-    if not os.path.isfile(train_script):
-        _fail("tools/train_net.py not found at {!r}: run tools/reproduce.py from a checkout of fastreid_ewth "
-              "(the training script is not installed with the package)".format(train_script))
-    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(train_script)))
+def main(argv=None, echo=print, python=None, prog="tools/reproduce.py"):
+    """Entry point; returns the process exit code (1 when a run failed).
+
+    ``python``: the interpreter of the trainings (default: this one, ``sys.executable``).
+    """
+    args = build_parser(prog).parse_args(argv)
     if args.num_gpus < 1:
         _fail("--num-gpus must be >= 1, got {}".format(args.num_gpus))
-    specs, output, preset = build_specs(args, repo_root)
+    specs, output, preset = build_specs(args)
 
     if args.dry_run:
         for spec in specs:
@@ -236,7 +260,7 @@ def main(argv=None, train_script=None, echo=print):
             if state in ("finished", "unmarked", "running"):
                 echo("# {}: {}, skipped".format(spec.label, state))
                 continue
-            echo(format_command(train_command(spec, train_script, args.num_gpus, resume=state == "interrupted")))
+            echo(format_command(train_command(spec, args.num_gpus, resume=state == "interrupted", python=python)))
         return 0
 
     failed = []
@@ -244,7 +268,7 @@ def main(argv=None, train_script=None, echo=print):
         jobs = args.jobs or (preset.jobs if preset else 1)
         if jobs < 1:
             _fail("--jobs must be >= 1, got {}".format(jobs))
-        failed = _run_all(specs, train_script, args.num_gpus, jobs, args.verbose, echo)
+        failed = _run_all(specs, args.num_gpus, jobs, args.verbose, echo, python=python)
 
     rows, _ = make_report(specs, output, preset)
     echo("")

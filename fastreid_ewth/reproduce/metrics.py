@@ -22,6 +22,8 @@ import os
 import re
 from typing import NamedTuple
 
+from ..files import DIAGNOSTICS_PREFIX, LOG_TXT, METRICS_JSON
+
 __all__ = ["EVAL_KEYS", "Evaluation", "read_metrics", "evaluations", "final_evaluation", "scalar_curves",
            "log_evaluations"]
 
@@ -32,7 +34,7 @@ EVAL_KEYS = ("mAP", "Rank-1", "mINP")
 class Evaluation(NamedTuple):
     iteration: int  # the training iteration it followed (-1 when unknown)
     values: dict  # {"mAP": 50.9, "Rank-1": 39.0, "mINP": 39.6} in %
-    source: str  # "metrics.json" or "log.txt"
+    source: str  # the file the values were read from: METRICS_JSON ("metrics.json") or LOG_TXT ("log.txt")
 
 
 def read_metrics(path):
@@ -79,7 +81,7 @@ def evaluations(records, dataset):
             if name is not None and _finite(record[name]):
                 values[key] = float(record[name])
         if "mAP" in values:
-            found.append(Evaluation(int(record["iteration"]), values, "metrics.json"))
+            found.append(Evaluation(int(record["iteration"]), values, METRICS_JSON))
     return found
 
 
@@ -126,18 +128,18 @@ def final_evaluation(run_dir, dataset, records=None):
     logged iteration.
     """
     if records is None:
-        records = read_metrics(os.path.join(run_dir, "metrics.json"))
+        records = read_metrics(os.path.join(run_dir, METRICS_JSON))
     evals = evaluations(records, dataset)
     last_iteration = records[-1]["iteration"] if records else -1
     if evals and evals[-1].iteration == last_iteration:
         return evals[-1]
-    tables = log_evaluations(os.path.join(run_dir, "log.txt"), dataset)
+    tables = log_evaluations(os.path.join(run_dir, LOG_TXT), dataset)
     if tables:
-        return Evaluation(int(last_iteration), tables[-1], "log.txt")
+        return Evaluation(int(last_iteration), tables[-1], LOG_TXT)
     return evals[-1] if evals else None
 
 
-def scalar_curves(records, prefixes=("loss_", "total_loss", "diag/")):
+def scalar_curves(records, prefixes=("loss_", "total_loss", DIAGNOSTICS_PREFIX)):
     """Training scalars whose names start with one of ``prefixes`` -> ``{name: ([iteration], [value])}``."""
     curves = {}
     for record in records:

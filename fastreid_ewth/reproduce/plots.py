@@ -3,6 +3,9 @@
 - :func:`plot_summary`: measured vs paper mAP and Rank-1 per config, grouped bars, one panel per dataset.
 - :func:`plot_run_curves`: one run's training curves from its ``metrics.json``: every loss term, mAP /
   Rank-1 across its evaluations, and the mining diagnostics (``diag/*``).
+
+PNGs are written with :func:`fastreid_ewth.files.atomic_write`: a report being rewritten never links a
+half-drawn image.
 """
 import os
 
@@ -10,11 +13,13 @@ import os
 # own) and savefig renders PNG with Agg whatever the backend, with or without a display.
 from matplotlib.figure import Figure
 
+from ..files import DIAGNOSTICS_PREFIX, LOG_TXT, atomic_write
 from .metrics import evaluations, final_evaluation, scalar_curves
 
 __all__ = ["plot_summary", "plot_run_curves"]
 
-_FRACTIONS = ("diag/hinge_active", "diag/ew_kept")  # shares in [0, 1], plotted apart from the distances
+# shares in [0, 1], plotted apart from the distances
+_FRACTIONS = tuple(DIAGNOSTICS_PREFIX + name for name in ("hinge_active", "ew_kept"))
 
 
 def plot_summary(rows, path):
@@ -102,8 +107,9 @@ def plot_run_curves(records, run_dir, dataset, title, path):
         points = [(e.iteration, e.values[key]) for e in evals if key in e.values]
         if points:
             ax.plot(*zip(*points), marker=marker, label=key)
-    last_from_log = bool(evals) and evals[-1].source == "log.txt"
-    _finish(ax, "evaluations on {}{}".format(dataset, " (last one from log.txt)" if last_from_log else ""), "%")
+    last_from_log = bool(evals) and evals[-1].source == LOG_TXT
+    _finish(ax, "evaluations on {}{}".format(dataset, " (last one from {})".format(LOG_TXT) if last_from_log
+                                             else ""), "%")
 
     ax = axes[1][0]
     for name in _FRACTIONS:
@@ -114,7 +120,7 @@ def plot_run_curves(records, run_dir, dataset, title, path):
 
     ax = axes[1][1]
     for name, (its, vals) in curves.items():
-        if name.startswith("diag/") and name not in _FRACTIONS:
+        if name.startswith(DIAGNOSTICS_PREFIX) and name not in _FRACTIONS:
             ax.plot(its, vals, label=name)
     _finish(ax, "mean hardest-positive / hardest-negative distance", "distance")
 
@@ -144,6 +150,4 @@ def _finish(ax, title, ylabel):
 
 def _save(fig, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100, format="png")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))

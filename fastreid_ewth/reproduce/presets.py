@@ -11,7 +11,8 @@ __all__ = ["Preset", "PRESETS"]
 
 
 class Preset(NamedTuple):
-    configs: Tuple[Tuple[str, str, Tuple[str, ...]], ...]  # (name, config file relative to the repo, opts)
+    # (name, config file relative to the projects folder -- ``--projects``, a checkout's projects/ --, opts)
+    configs: Tuple[Tuple[str, str, Tuple[str, ...]], ...]
     datasets: Tuple[str, ...]
     seeds: Tuple[int, ...]
     output: str
@@ -22,7 +23,7 @@ class Preset(NamedTuple):
 
 
 def _variant(name):
-    return (name, "projects/Demo.yml", ("MODEL.LOSSES.EWTH.VARIANT", name))
+    return (name, "Demo.yml", ("MODEL.LOSSES.EWTH.VARIANT", name))
 
 
 PRESETS = {

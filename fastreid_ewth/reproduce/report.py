@@ -11,6 +11,7 @@ import os
 import statistics
 from typing import NamedTuple, Optional
 
+from ..files import LOG_TXT, METRICS_JSON
 from .metrics import final_evaluation, read_metrics
 from .paper import paper_result
 from .runner import read_marker, run_state
@@ -30,7 +31,7 @@ class RunResult(NamedTuple):
     mAP: Optional[float]
     rank1: Optional[float]
     mINP: Optional[float]
-    source: Optional[str]  # where the numbers come from: "metrics.json" or "log.txt"
+    source: Optional[str]  # the file the numbers come from: METRICS_JSON or LOG_TXT
     wall_time_s: Optional[float]
     attempts: Optional[int]
     resumed: Optional[bool]
@@ -223,10 +224,11 @@ def write_report(results, output, title="Reproduction report", notes=(), plots=N
         lines += [note, ""]
     lines += ["Measured numbers are the last evaluation of each run (mAP, Rank-1 and mINP in %); Δ = measured − "
               "paper. The paper's numbers (NeurIPS 2020, ResNet-50) exist for Market1501 and DukeMTMC only.", ""]
-    from_log = sum(1 for r in results if r.source == "log.txt")
+    from_log = sum(1 for r in results if r.source == LOG_TXT)
     if from_log:
-        lines += ["{} of the runs' final numbers come from the results table in their `log.txt` (2 decimals): "
-                  "fastreid 1.4.0 leaves the final evaluation out of `metrics.json`.".format(from_log), ""]
+        lines += ["{} of the runs' final numbers come from the results table in their `{}` (2 decimals): "
+                  "fastreid 1.4.0 leaves the final evaluation out of `{}`.".format(from_log, LOG_TXT, METRICS_JSON),
+                  ""]
     for dataset in _ordered({row.dataset for row in rows}, [row.dataset for row in rows]):
         dataset_rows = [row for row in rows if row.dataset == dataset]
         lines += ["## {}".format(dataset), ""]
@@ -258,4 +260,4 @@ def _ordered(items, order):
 
 def run_records(spec):
     """The run's metrics.json history (for plots)."""
-    return read_metrics(os.path.join(spec.output_dir, "metrics.json"))
+    return read_metrics(os.path.join(spec.output_dir, METRICS_JSON))

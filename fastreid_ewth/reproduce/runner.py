@@ -1,5 +1,9 @@
-"""Run a set of (config, dataset[, seed]) trainings through ``tools/train_net.py``, one ``OUTPUT_DIR`` each,
-so that a stopped reproduction can be started again without losing or repeating work.
+"""Run a set of (config, dataset[, seed]) trainings, one ``OUTPUT_DIR`` each, so that a stopped reproduction
+can be started again without losing or repeating work.
+
+Each training is a process of its own, ``<this python> -m fastreid_ewth.train --config-file ...`` (the
+installed package's training command; ``tools/train_net.py`` in a checkout is the same), so the runner
+needs no checkout: only the config files it is given.
 
 State of a run, read from its folder (:func:`run_state`):
 
@@ -27,12 +31,18 @@ import sys
 import time
 from typing import NamedTuple, Optional, Tuple
 
-__all__ = ["RunSpec", "MARKER", "ATTEMPTS", "run_state", "train_command", "launch", "read_marker",
-           "FORBIDDEN_OPTS"]
+from ..files import (LAST_CHECKPOINT, LOG_TXT, METRICS_JSON, MODEL_FINAL, REPRODUCE_ATTEMPTS, REPRODUCE_DONE,
+                     REPRODUCE_STDOUT, atomic_write)
 
-MARKER = "reproduce_done.json"
-ATTEMPTS = "reproduce_attempts.jsonl"
-STDOUT = "reproduce_stdout.log"
+__all__ = ["RunSpec", "MARKER", "ATTEMPTS", "TRAIN_MODULE", "run_state", "train_command", "launch",
+           "read_marker", "FORBIDDEN_OPTS"]
+
+MARKER = REPRODUCE_DONE
+ATTEMPTS = REPRODUCE_ATTEMPTS
+STDOUT = REPRODUCE_STDOUT
+
+#: The training command, run as ``python -m TRAIN_MODULE``.
+TRAIN_MODULE = "fastreid_ewth.train"
 
 #: Keys the runner sets itself; an override in ``--opts`` would send runs to the wrong folder or dataset.
 FORBIDDEN_OPTS = ("OUTPUT_DIR", "DATASETS.NAMES", "DATASETS.TESTS")
@@ -55,14 +65,14 @@ class RunSpec(NamedTuple):
 
 def run_state(output_dir):
     """``finished``, ``unmarked``, ``running``, ``interrupted`` or ``fresh`` (see the module docstring)."""
-    final = os.path.isfile(os.path.join(output_dir, "model_final.pth"))
+    final = os.path.isfile(os.path.join(output_dir, MODEL_FINAL))
     if final and os.path.isfile(os.path.join(output_dir, MARKER)):
         return "finished"
     if _running(output_dir):
         return "running"
     if final:
         return "unmarked"
-    if os.path.isfile(os.path.join(output_dir, "last_checkpoint")):
+    if os.path.isfile(os.path.join(output_dir, LAST_CHECKPOINT)):
         return "interrupted"
     return "fresh"
 
@@ -96,10 +106,13 @@ def _alive(pid):
     return not os.path.isdir("/proc")  # where /proc exists and had no entry, the process is gone
 
 
-def train_command(spec, train_script, num_gpus=1, resume=False, python=None):
-    """The ``tools/train_net.py`` command line of ``spec`` -> list of str."""
+def train_command(spec, num_gpus=1, resume=False, python=None):
+    """The training command line of ``spec``, ``python -m fastreid_ewth.train ...`` -> list of str.
+
+    ``python`` defaults to this interpreter, so the training imports the same installed packages.
+    """
     dataset = '("{}",)'.format(spec.dataset)
-    cmd = [python or sys.executable, train_script, "--config-file", spec.config_file]
+    cmd = [python or sys.executable, "-m", TRAIN_MODULE, "--config-file", spec.config_file]
     if num_gpus != 1:
         cmd += ["--num-gpus", str(num_gpus)]
     if resume:
@@ -148,7 +161,7 @@ def _append_attempt(output_dir, record):
 def _last_write(output_dir):
     """When the run last wrote anything its trainer writes (epoch seconds), or ``None``."""
     times = [os.path.getmtime(os.path.join(output_dir, name))
-             for name in ("log.txt", "metrics.json", "last_checkpoint", STDOUT)
+             for name in (LOG_TXT, METRICS_JSON, LAST_CHECKPOINT, STDOUT)
              if os.path.isfile(os.path.join(output_dir, name))]
     return max(times) if times else None
 
@@ -193,11 +206,9 @@ def _write_marker(spec, output_dir, command, attempts, wall_time):
         "wall_time_s": wall_time,
         "finished_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
-    tmp = os.path.join(output_dir, MARKER + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(marker, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, os.path.join(output_dir, MARKER))  # never a half-written marker
+    text = json.dumps(marker, indent=2, sort_keys=True) + "\n"
+    # never a half-written marker: a torn one would read as "no marker" but look finished to a person
+    atomic_write(os.path.join(output_dir, MARKER), lambda f: f.write(text.encode("utf-8")))
     return marker
 
 
@@ -208,7 +219,7 @@ def adopt(spec):
     return _write_marker(spec, spec.output_dir, None, attempts, wall or None)
 
 
-def launch(spec, train_script, num_gpus=1, verbose=False, env=None, python=None, echo=print):
+def launch(spec, num_gpus=1, verbose=False, env=None, python=None, echo=print):
     """Train ``spec`` to the end (fresh or resumed by its state), then write its marker.
 
     The training process's stdout/stderr go to ``<OUTPUT_DIR>/reproduce_stdout.log`` (``verbose``: to
@@ -223,13 +234,13 @@ def launch(spec, train_script, num_gpus=1, verbose=False, env=None, python=None,
         return state, 0
     os.makedirs(spec.output_dir, exist_ok=True)
     resume = state == "interrupted"
-    cmd = train_command(spec, train_script, num_gpus=num_gpus, resume=resume, python=python)
+    cmd = train_command(spec, num_gpus=num_gpus, resume=resume, python=python)
     attempts = _read_attempts(spec.output_dir)
     _close_lost_attempts(spec.output_dir, attempts)
     number = 1 + sum(1 for r in attempts if r.get("event") == "start")
     echo("  {} {}".format("resume" if resume else "start ", format_command(cmd)))
     if not verbose:
-        echo("         follow it with: tail -f {}".format(shlex.quote(os.path.join(spec.output_dir, "log.txt"))))
+        echo("         follow it with: tail -f {}".format(shlex.quote(os.path.join(spec.output_dir, LOG_TXT))))
 
     out = None if verbose else open(os.path.join(spec.output_dir, STDOUT), "a")
     try:
@@ -254,8 +265,8 @@ def launch(spec, train_script, num_gpus=1, verbose=False, env=None, python=None,
     end = {"event": "end", "attempt": number, "time": time.time(), "exit_code": code}
     _append_attempt(spec.output_dir, end)
     attempts.append(end)
-    if code == 0 and not os.path.isfile(os.path.join(spec.output_dir, "model_final.pth")):
-        echo("  {} exited with 0 but wrote no model_final.pth: not marked as finished".format(spec.label))
+    if code == 0 and not os.path.isfile(os.path.join(spec.output_dir, MODEL_FINAL)):
+        echo("  {} exited with 0 but wrote no {}: not marked as finished".format(spec.label, MODEL_FINAL))
         return state, 1
     if code == 0:
         _write_marker(spec, spec.output_dir, cmd, attempts, _attempt_seconds(attempts))
