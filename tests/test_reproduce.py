@@ -171,7 +171,7 @@ def test_a_run_trained_elsewhere_is_adopted_without_training(tmp_path, monkeypat
     run.mkdir(parents=True)
     (run / "model_final.pth").write_bytes(b"")  # e.g. trained from the --dry-run commands on a cluster
     spec = runner.RunSpec("BoT_TH", CONFIGS[0], "Market1501", str(run))
-    assert runner.launch(spec, echo=lambda _: None) == ("unmarked", 0)
+    assert runner.train_run(spec, echo=lambda _: None) == ("unmarked", 0)
     assert run_state(str(run)) == "finished"
     assert json.loads((run / runner.MARKER).read_text())["wall_time_s"] is None  # unknown, not made up
 

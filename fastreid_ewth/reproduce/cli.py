@@ -15,7 +15,7 @@ import threading
 from .paper import PAPER_CONFIGS, PAPER_DATASETS
 from .presets import PRESETS
 from .report import collect, run_records, write_report
-from .runner import FORBIDDEN_OPTS, RunSpec, format_command, launch, run_state, stdout_tail, train_command
+from .runner import FORBIDDEN_OPTS, RunSpec, format_command, run_state, stdout_tail, train_command, train_run
 
 #: Where the paper's configs and the presets' are looked up unless ``--projects`` says otherwise: relative
 #: to the current folder, i.e. a checkout's root (the package ships no config files).
@@ -227,7 +227,7 @@ def _run_all(specs, num_gpus, jobs, verbose, echo, python=None):
             "fresh": "starting"}[state]))
         if state in ("finished", "running"):
             return None
-        _, code = launch(spec, num_gpus=num_gpus, verbose=verbose, env=env, python=python, echo=say)
+        _, code = train_run(spec, num_gpus=num_gpus, verbose=verbose, env=env, python=python, echo=say)
         if code != 0:
             say("[{}/{}] {}: FAILED with exit code {}; last lines of its output:\n{}".format(
                 i, len(specs), spec.label, code, stdout_tail(spec)))

@@ -34,7 +34,7 @@ from typing import NamedTuple, Optional, Tuple
 from ..files import (LAST_CHECKPOINT, LOG_TXT, METRICS_JSON, MODEL_FINAL, REPRODUCE_ATTEMPTS, REPRODUCE_DONE,
                      REPRODUCE_STDOUT, atomic_write)
 
-__all__ = ["RunSpec", "MARKER", "ATTEMPTS", "TRAIN_MODULE", "run_state", "train_command", "launch",
+__all__ = ["RunSpec", "MARKER", "ATTEMPTS", "TRAIN_MODULE", "run_state", "train_command", "train_run",
            "read_marker", "FORBIDDEN_OPTS"]
 
 MARKER = REPRODUCE_DONE
@@ -212,14 +212,14 @@ def _write_marker(spec, output_dir, command, attempts, wall_time):
     return marker
 
 
-def adopt(spec):
+def mark_finished(spec):
     """Mark a run trained to the end without this runner (state ``unmarked``) as finished."""
     attempts = _read_attempts(spec.output_dir)
     wall = _attempt_seconds(attempts) if attempts else None
     return _write_marker(spec, spec.output_dir, None, attempts, wall or None)
 
 
-def launch(spec, num_gpus=1, verbose=False, env=None, python=None, echo=print):
+def train_run(spec, num_gpus=1, verbose=False, env=None, python=None, echo=print):
     """Train ``spec`` to the end (fresh or resumed by its state), then write its marker.
 
     The training process's stdout/stderr go to ``<OUTPUT_DIR>/reproduce_stdout.log`` (``verbose``: to
@@ -230,7 +230,7 @@ def launch(spec, num_gpus=1, verbose=False, env=None, python=None, echo=print):
     if state in ("finished", "running"):
         return state, 0
     if state == "unmarked":
-        adopt(spec)
+        mark_finished(spec)
         return state, 0
     os.makedirs(spec.output_dir, exist_ok=True)
     resume = state == "interrupted"
