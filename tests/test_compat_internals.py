@@ -1,6 +1,7 @@
 """The named reaches of ``fastreid_ewth.compat`` into fastreid 1.4.0: each test fails when the fastreid
 behaviour the function relies on changes, and a scan checks that no other module reaches in."""
 import ast
+import os
 import pathlib
 import subprocess
 import sys
@@ -262,15 +263,43 @@ def test_the_scan_sees_a_reach():
     assert attrs and attrs[0].attr in _PRIVATE_FASTREID_NAMES and isinstance(attrs[0].ctx, ast.Store)
 
 
+def _dirname_depth(node):
+    """How many ``os.path.dirname`` calls wrap ``__file__`` in ``node`` (0 when it does not use ``__file__``)."""
+    if isinstance(node, ast.Name) and node.id == "__file__":
+        return 1e-9  # uses __file__, no dirname yet
+    if isinstance(node, ast.Call):
+        inner = max([_dirname_depth(a) for a in node.args] or [0])
+        is_dirname = isinstance(node.func, ast.Attribute) and node.func.attr == "dirname"
+        return inner + 1 if (is_dirname and inner) else inner
+    return max([_dirname_depth(child) for child in ast.iter_child_nodes(node)] or [0])
+
+
+def _looks_outside(tree, levels_to_package_root):
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and int(_dirname_depth(node)) > levels_to_package_root:
+            found.append("line {}: more dirnames of __file__ than lead to the package".format(node.lineno))
+        if isinstance(node, ast.Constant) and node.value in ("..", "tools", os.pardir):
+            found.append("line {}: {!r}".format(node.lineno, node.value))
+        if isinstance(node, ast.Attribute) and node.attr in ("parent", "parents") and "__file__" in ast.dump(node):
+            found.append("line {}: Path(__file__).{}".format(node.lineno, node.attr))
+    return found
+
+
 def test_nothing_in_the_package_looks_outside_it():
     # a checkout's tools/, projects/ or configs/ are not there after `pip install .`
     offences = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        text = path.read_text()
-        for needle in ('"tools"', "'tools'", '"projects"', "'projects'", "os.pardir", "parents[", '".."'):
-            if needle in text:
-                offences.append("{}: {}".format(path.relative_to(REPO), needle))
+        rel = path.relative_to(REPO)
+        levels = len(rel.parts) - 1  # dirname this many times: fastreid_ewth/
+        offences += ["{} {}".format(rel, f) for f in _looks_outside(ast.parse(path.read_text()), levels)]
     assert offences == []
+
+
+def test_the_outside_scan_sees_a_walk_up():
+    walk = ast.parse("import os\nroot = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))\n")
+    assert _looks_outside(walk, 1) and not _looks_outside(walk, 2)
+    assert _looks_outside(ast.parse("p = os.path.join(here, '..', 'tools')\n"), 5)
 
 
 def test_compat_package_exports_every_named_reach():
