@@ -1,3 +1,4 @@
+import logging
 import os
 import pathlib
 import sys
@@ -25,6 +26,40 @@ def datasets_root():
 @pytest.fixture
 def python():
     return sys.executable
+
+
+if int(pytest.__version__.split(".")[0]) < 9:
+    class _ToCaplog(logging.Handler):
+        """Hands a record to the ``caplog`` handler of the test phase that is running when it is emitted."""
+
+        def __init__(self, caplog):
+            super().__init__()
+            self._caplog = caplog
+
+        def emit(self, record):
+            handler = self._caplog.handler
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+    @pytest.fixture
+    def caplog(caplog):
+        """``caplog`` that also sees loggers that do not propagate to the root, as pytest >= 9 does by itself.
+
+        fastreid's ``setup_logger`` (called by ``DefaultTrainer``, so by any earlier test that builds one)
+        sets ``propagate = False`` on the ``fastreid`` logger; pytest < 9 — the newest for Python 3.9, which
+        ``make test-oldest`` runs — listens on the root logger only, so ``caplog`` would see none of
+        fastreid's records in the tests that run after it.
+        """
+        forward = _ToCaplog(caplog)
+        loggers = [lg for lg in logging.Logger.manager.loggerDict.values()
+                   if isinstance(lg, logging.Logger) and not lg.propagate]
+        for lg in loggers:
+            lg.addHandler(forward)
+        try:
+            yield caplog
+        finally:
+            for lg in loggers:
+                lg.removeHandler(forward)
 
 
 def stock_baseline_cfg(output_dir, **overrides):
