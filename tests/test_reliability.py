@@ -559,3 +559,307 @@ def test_a_nonfinite_loss_on_one_process_stops_every_process(tmp_path):
         assert "Non-finite loss at iteration 5 (epoch 0, step 6 of 9): loss_triplet = nan on rank 1" in messages[rank]
     assert os.listdir(tmp_path) == ["model_last_good.pth"]  # written once, by rank 0
     assert torch.equal(_load(tmp_path / "model_last_good.pth")["model"]["w"], torch.ones(2))
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. the cost of exactness: the data stream and the guard, cheaper but the same
+# --------------------------------------------------------------------------------------------------
+class _FiniteSampler:
+    """A sampler of fastreid's kind but with an end: numpy and Python draws, ``total`` indices."""
+
+    def __init__(self, total):
+        self._seed = 11
+        self.total = total
+
+    def __iter__(self):
+        np.random.seed(self._seed)
+        for _ in range(self.total):
+            yield int(np.random.randint(1000)) + random.randrange(7) * 1000
+
+
+def _index_by_index(sampler, start, n):
+    """The stream as drawn before chunking: the private generators swapped in around every single index."""
+    from fastreid_ewth.reliability.resume import _PrivateGenerators
+
+    generators = _PrivateGenerators(sampler._seed)
+    with generators.active():
+        indices = iter(sampler)
+        for _ in range(start):
+            next(indices)
+    out = []
+    for position in range(start, start + n):
+        with generators.active():
+            index = next(indices, None)
+        if index is None:
+            break
+        out.append((index, position))
+        np.random.rand(2), torch.rand(1), random.random()  # the caller's draws in between
+    return out
+
+
+def test_the_sampler_stream_drawn_in_chunks_is_the_one_drawn_index_by_index(monkeypatch):
+    from fastreid_ewth.reliability import resume
+
+    swaps = []
+    active = resume._PrivateGenerators.active
+    monkeypatch.setattr(resume._PrivateGenerators, "active", lambda self: swaps.append(1) or active(self))
+    n = 2 * resume._CHUNK + 77  # across two chunk boundaries
+    for start in (0, 37, resume._CHUNK + 5):
+        reference = _index_by_index(_identity_sampler(), start, n)
+        sampler = resume.ResumableSampler(_identity_sampler(), seed=0)
+        sampler.start = start
+        swaps.clear()
+        it = iter(sampler)
+        drawn = []
+        for _ in range(n):
+            drawn.append(next(it))
+            np.random.rand(3), torch.rand(2), random.random()
+        assert drawn == reference, start
+        assert len(swaps) <= 1 + -(-n // resume._CHUNK)  # one for the start, one per chunk: not one per index
+
+    # the caller's generators are the same before and after a draw that starts a new chunk
+    it = iter(resume.ResumableSampler(_identity_sampler(), seed=0))
+    for _ in range(resume._CHUNK):
+        next(it)
+    state = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+    next(it)
+    assert random.getstate() == state[0] and np.array_equal(np.random.get_state()[1], state[1])
+    assert torch.equal(torch.get_rng_state(), state[2])
+
+    # a finite sampler ends where it ends, mid-chunk or on a chunk boundary
+    for total in (resume._CHUNK + 3, resume._CHUNK):
+        assert list(resume.ResumableSampler(_FiniteSampler(total), seed=0)) == _index_by_index(
+            _FiniteSampler(total), 0, total + 10)
+
+
+def _as_list(batch):
+    return batch
+
+
+def test_a_sample_loaded_in_a_worker_is_the_one_loaded_in_the_training_process():
+    from torch.utils.data import DataLoader
+
+    from fastreid_ewth.reliability.resume import SeededSamples
+
+    samples = SeededSamples(_RandomItems(), seed=5, rank=0)
+    keys = [(3, 17), (4, 18), (3, 40), (9, 0)]
+    one_by_one = [samples[k] for k in keys]
+    state = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+    assert samples.__getitems__(keys) == one_by_one  # a batch at a time: the same samples
+    assert random.getstate() == state[0] and np.array_equal(np.random.get_state()[1], state[1])
+    assert torch.equal(torch.get_rng_state(), state[2])  # and the caller's generators are put back
+    assert len({s[1:] for s in one_by_one}) == len(keys)
+
+    for workers in (0, 1, 2):
+        loader = DataLoader(samples, batch_sampler=[keys[:2], keys[2:]], num_workers=workers, collate_fn=_as_list)
+        assert [s for batch in loader for s in batch] == one_by_one, workers
+
+    # the seeds are those of earlier versions (the README's measured runs, checkpoints written before)
+    words = np.random.SeedSequence([5, 0, 17]).generate_state(4)
+    random.seed(int(words[0]) << 32 | int(words[1])), np.random.seed(int(words[2]))
+    torch.default_generator.manual_seed(int(words[3]))
+    assert _RandomItems()[3] == one_by_one[0]
+
+
+def _guarded_trainer(tmp_path):
+    from conftest import stock_baseline_cfg
+    from fastreid.engine import DefaultTrainer
+
+    from fastreid_ewth.reliability import ReliableTraining
+
+    class Trainer(ReliableTraining, DefaultTrainer):
+        pass
+
+    trainer = Trainer(stock_baseline_cfg(tmp_path, **{"SOLVER.IMS_PER_BATCH": 16}))
+    trainer.resume_or_load(resume=False)
+    trainer.iter = trainer.start_iter = 0
+    trainer.epoch = 0
+    return trainer
+
+
+def test_the_guard_reads_nothing_back_in_the_forward_pass_and_a_nan_stops_before_the_optimizer_step(
+        tmp_path, datasets_root, monkeypatch):
+    from fastreid.utils.events import EventStorage
+
+    from fastreid_ewth.reliability.nan_guard import NonFiniteLossError, NonFiniteLossGuard
+
+    trainer = _guarded_trainer(tmp_path)
+    in_hook = []
+
+    def no_host_read(name):
+        real = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            assert not in_hook, "the guard's forward hook called Tensor.{}".format(name)
+            return real(self, *args, **kwargs)
+
+        return read
+
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, no_host_read(name))
+    hook = NonFiniteLossGuard.__call__
+
+    def watched(self, *args):
+        in_hook.append(1)
+        try:
+            return hook(self, *args)
+        finally:
+            in_hook.pop()
+
+    monkeypatch.setattr(NonFiniteLossGuard, "__call__", watched)
+    steps, poison = [], []
+    step = trainer.optimizer.step
+    trainer.optimizer.step = lambda *a, **k: steps.append(trainer.iter) or step(*a, **k)
+    trainer.model.register_forward_hook(
+        lambda m, i, out: {k: v * float("nan") if poison and k == "loss_triplet" else v for k, v in out.items()}
+        if m.training else None, prepend=True)
+
+    with EventStorage(0) as trainer.storage:
+        trainer.before_train()
+        for trainer.iter in range(2):  # good steps: checked without a host read in the hook
+            trainer.before_step()
+            trainer.run_step()
+            trainer.after_step()
+        assert steps == [0, 1]
+        good = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        adam = {k: v.clone() for k, v in trainer.optimizer.state_dict()["state"][0].items()}
+        poison.append(1)
+        trainer.iter = 2
+        trainer.before_step()
+        with pytest.raises(NonFiniteLossError) as error:
+            trainer.run_step()
+        assert trainer.storage.latest()["total_loss"][1] == 1  # fastreid logged the good steps only
+    assert type(error.value) is NonFiniteLossError  # not fastreid's own FloatingPointError, raised later
+    assert str(error.value).startswith("Non-finite loss at iteration 2 (epoch 0, step 3 of ")
+    assert "loss_triplet = nan" in str(error.value) and "loss_cls" not in str(error.value)
+    assert steps == [0, 1]  # the bad step never reached the optimizer
+    assert all(p.grad is not None for p in trainer.model.parameters() if p.requires_grad)  # after the backward
+    weights = {k: v for k, v in trainer.model.state_dict().items() if v.is_floating_point()}
+    assert all(torch.equal(weights[k], good[k]) for k in weights if "running" not in k)
+    snapshot = _load(tmp_path / "model_last_good.pth")
+    assert all(torch.equal(snapshot["model"][k], good[k]) for k in weights if "running" not in k)
+    assert _max_diff(snapshot["optimizer"]["state"][0], adam) == 0.0
+    assert snapshot["iteration"] == 2
+
+
+def test_the_guard_of_a_stand_in_trainer_checks_in_the_hook(tmp_path):
+    from fastreid_ewth.reliability.checkpoint import AtomicCheckpointer
+    from fastreid_ewth.reliability.nan_guard import NonFiniteLossError, NonFiniteLossGuard
+
+    model = torch.nn.Linear(2, 1)
+    trainer = _Namespace(iter=0, epoch=0, iters_per_epoch=9, cfg=_Namespace(OUTPUT_DIR=str(tmp_path)),
+                         checkpointer=AtomicCheckpointer(model, str(tmp_path)))
+    guard = NonFiniteLossGuard(trainer)
+    assert guard(model, (), {"loss": torch.tensor(1.0)}) is None
+    with pytest.raises(NonFiniteLossError, match="loss = inf"):
+        guard(model, (), {"loss": torch.tensor(float("inf"))})
+
+
+def _deferred_step(rank, world_size, port, out, bad_rank, results):
+    """One step of fastreid's SimpleTrainer on ``rank`` of a gloo group, guarded; only ``bad_rank`` gets a NaN."""
+    import torch.distributed as dist
+    from fastreid.engine.train_loop import SimpleTrainer
+    from fastreid.utils.events import EventStorage
+
+    from fastreid_ewth.reliability.checkpoint import AtomicCheckpointer
+    from fastreid_ewth.reliability.nan_guard import NonFiniteLossError, NonFiniteLossGuard
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{}".format(port), world_size=world_size,
+                            rank=rank)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2))
+
+        def forward(self, x):
+            bad = float("nan") if rank == bad_rank and x["step"] == 1 else 1.0
+            return {"loss_cls": (self.w * x["x"]).sum(), "loss_triplet": (self.w * x["x"]).sum() * bad}
+
+    model = Model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    steps = []
+    step = optimizer.step
+    optimizer.step = lambda *a, **k: steps.append(1) or step(*a, **k)
+    inner = SimpleTrainer(model, [{"x": torch.ones(2), "step": 0}, {"x": torch.ones(2), "step": 1}], optimizer,
+                          None)
+    trainer = _Namespace(iter=5, epoch=0, iters_per_epoch=9, cfg=_Namespace(OUTPUT_DIR=out), _trainer=inner,
+                         checkpointer=AtomicCheckpointer(model, out, save_to_disk=rank == 0))
+    guard = NonFiniteLossGuard(trainer)
+    model.register_forward_hook(guard)
+    try:
+        with EventStorage(5):
+            inner.iter = 5
+            inner.run_step()
+            after_good = model.w.detach().clone()
+            trainer.iter = inner.iter = 6
+            inner.run_step()
+        results.put((rank, "no error"))
+    except NonFiniteLossError as e:
+        unchanged = torch.equal(model.w.detach(), after_good)
+        results.put((rank, (guard._deferred, len(steps), unchanged, str(e))))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_nonfinite_loss_read_after_the_backward_pass_still_stops_every_process(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    results, port = ctx.Queue(), _free_port()
+    procs = [ctx.Process(target=_deferred_step, args=(r, 2, port, str(tmp_path), 1, results)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    hung = [p for p in procs if p.is_alive()]
+    for p in hung:
+        p.kill()
+    assert not hung, "a process is still waiting: the guard deadlocked"
+    outcome = dict(results.get(timeout=5) for _ in procs)
+    for rank in (0, 1):
+        deferred, optimizer_steps, unchanged, message = outcome[rank]
+        assert deferred  # checked in fastreid's metrics write, not in the hook
+        assert optimizer_steps == 1 and unchanged  # the good step only
+        assert "Non-finite loss at iteration 6 (epoch 0, step 7 of 9): loss_triplet = nan on rank 1" in message
+    assert os.listdir(tmp_path) == ["model_last_good.pth"]
+    assert torch.equal(_load(tmp_path / "model_last_good.pth")["model"]["w"], torch.full((2,), 0.8))
+
+
+def test_fastreid_writes_each_steps_metrics_after_the_backward_pass_and_before_the_optimizer_step(
+        tmp_path, datasets_root):
+    """What ``compat.call_before_write_metrics`` relies on (and the guard with it)."""
+    from conftest import stock_baseline_cfg
+    from fastreid.engine import DefaultTrainer
+    from fastreid.utils.events import EventStorage
+
+    from fastreid_ewth import compat
+
+    trainer = DefaultTrainer(stock_baseline_cfg(tmp_path, **{"SOLVER.IMS_PER_BATCH": 16}))
+    trainer.iter = 0
+    model = trainer.model
+    before = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    seen, order = [], []
+    step = trainer.optimizer.step
+    trainer.optimizer.step = lambda *a, **k: order.append("optimizer.step") or step(*a, **k)
+
+    def callback():
+        order.append("callback")
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        seen.append({
+            "backward done": all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads),
+            "weights unchanged": all(torch.equal(model.state_dict()[k], v) for k, v in before.items()
+                                     if "running" not in k and "num_batches" not in k),
+            "metrics not written yet": "total_loss" not in trainer.storage.latest(),
+        })
+
+    assert compat.call_before_write_metrics(trainer, callback)
+    assert not compat.call_before_write_metrics(_Namespace(_trainer=object()), callback)
+    with EventStorage(0) as trainer.storage:
+        trainer.run_step()
+        assert order == ["callback", "optimizer.step"]
+        assert seen == [{"backward done": True, "weights unchanged": True, "metrics not written yet": True}]
+        assert "total_loss" in trainer.storage.latest()
+        # on the main process fastreid's own check raises, after the callback: the guard must come first
+        with pytest.raises(FloatingPointError, match="infinite or NaN"):
+            trainer._trainer._write_metrics({"loss_cls": torch.tensor(float("nan"))}, 0.0)
+        assert order[-1] == "callback"

@@ -15,6 +15,7 @@ Everywhere else the package uses only fastreid's public API and these functions.
 from . import internals, patches
 from .internals import (
     build_optimizer_without,
+    call_before_write_metrics,
     checkpointer_property,
     datasets_root,
     jaccard_search_option,
@@ -31,5 +32,5 @@ __all__ = [
     "apply", "describe", "internals", "patches",
     "build_optimizer_without", "checkpointer_property", "datasets_root", "jaccard_search_option",
     "load_checkpoint_file", "registered_datasets", "sampler_seed", "set_local_process_group", "set_sampler_seed",
-    "set_warmup_iters",
+    "set_warmup_iters", "call_before_write_metrics",
 ]

@@ -9,7 +9,7 @@ import torch
 __all__ = [
     "build_optimizer_without", "checkpointer_property", "datasets_root", "jaccard_search_option",
     "load_checkpoint_file", "registered_datasets", "sampler_seed", "set_local_process_group", "set_sampler_seed",
-    "set_warmup_iters",
+    "set_warmup_iters", "call_before_write_metrics",
 ]
 
 
@@ -148,3 +148,32 @@ def load_checkpoint_file(path_or_file):
     so they are loaded as fastreid 1.4.0 loaded them.
     """
     return torch.load(path_or_file, map_location=torch.device("cpu"), weights_only=False)
+
+
+def call_before_write_metrics(trainer, callback):
+    """Make ``callback()`` run at the start of every training step's metrics write of ``trainer``.
+
+    Relies on: fastreid 1.4.0's ``DefaultTrainer.__init__`` keeps the ``SimpleTrainer`` (``AMPTrainer`` with
+    AMP) that does the work of each step in ``self._trainer``, and ``DefaultTrainer.run_step`` runs that one's
+    ``run_step``, which on every process calls ``self._write_metrics(loss_dict, data_time)`` once per step,
+    after ``losses.backward()`` and before the optimizer (and grad scaler) step. ``_write_metrics`` is where
+    fastreid synchronises with the device (``.cpu().item()`` of every loss) and gathers the metrics of all
+    processes; on the main process it raises ``FloatingPointError`` for a non-finite total. ``callback`` runs
+    before all of that, on every process.
+
+    Returns False, and changes nothing, when ``trainer`` has no such inner trainer (e.g. a stand-in). Its
+    test is in ``tests/test_reliability.py`` (the non-finite-loss guard is its one user).
+    """
+    from fastreid.engine.train_loop import SimpleTrainer
+
+    inner = getattr(trainer, "_trainer", None)
+    if not isinstance(inner, SimpleTrainer):
+        return False
+    write_metrics = inner._write_metrics
+
+    def _write_metrics(loss_dict, data_time):
+        callback()
+        return write_metrics(loss_dict, data_time)
+
+    inner._write_metrics = _write_metrics
+    return True
