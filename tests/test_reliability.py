@@ -508,6 +508,15 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _join_gloo(rank, world_size, port):
+    """Join this process to a gloo group of ``world_size`` on a local port, with one intra-op thread."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{}".format(port), world_size=world_size,
+                            rank=rank)
+
+
 def _guarded_step(rank, world_size, port, out, bad_rank, results):
     """One training forward on ``rank`` of a gloo group; only ``bad_rank`` computes a NaN loss."""
     import torch.distributed as dist
@@ -515,9 +524,7 @@ def _guarded_step(rank, world_size, port, out, bad_rank, results):
     from fastreid_ewth.reliability.checkpoint import AtomicCheckpointer
     from fastreid_ewth.reliability.nan_guard import NonFiniteLossError, NonFiniteLossGuard
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{}".format(port), world_size=world_size,
-                            rank=rank)
+    _join_gloo(rank, world_size, port)
 
     class Model(torch.nn.Module):
         def __init__(self):
@@ -764,9 +771,7 @@ def _deferred_step(rank, world_size, port, out, bad_rank, results):
     from fastreid_ewth.reliability.checkpoint import AtomicCheckpointer
     from fastreid_ewth.reliability.nan_guard import NonFiniteLossError, NonFiniteLossGuard
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{}".format(port), world_size=world_size,
-                            rank=rank)
+    _join_gloo(rank, world_size, port)
 
     class Model(torch.nn.Module):
         def __init__(self):
