@@ -1,8 +1,6 @@
 """Config keys added by fastreid_ewth (``add_ewth_config``)."""
-from fastreid.config import CfgNode as CN
-
-from .losses.options import ewth_config_defaults
-from .modeling.center_loss import center_config_defaults
+from . import modeling  # noqa: F401  (registers this package's losses)
+from .modeling.registry import add_loss_configs
 
 
 def add_ewth_config(cfg):
@@ -10,15 +8,12 @@ def add_ewth_config(cfg):
     frozen = cfg.is_frozen()
     cfg.defrost()
 
-    if "EWTH" not in cfg.MODEL.LOSSES:
-        # EWTH loss family (docs/losses.md); keys and defaults come from the loss's option table
-        # (fastreid_ewth.losses.options.EWTH_OPTIONS). MARGIN <= 0 means the soft margin for every term.
-        cfg.MODEL.LOSSES.EWTH = CN(ewth_config_defaults())
-
-    if "CENTER" not in cfg.MODEL.LOSSES:
-        # Center loss as in AGW: centers have their own SGD (lr LR), gradient divided by SCALE before it;
-        # defaults from fastreid_ewth.modeling.center_loss.CENTER_DEFAULTS
-        cfg.MODEL.LOSSES.CENTER = CN(center_config_defaults())
+    # The config node of every loss of LOSS_REGISTRY (docs/losses.md), with the defaults its entry declares:
+    # MODEL.LOSSES.EWTH from the EWTH option table (fastreid_ewth.losses.options), MODEL.LOSSES.CENTER
+    # (AGW's centre loss), the nodes of the pytorch-metric-learning losses; fastreid's own nodes (CE, FL,
+    # TRI, CIRCLE, COSFACE) keep fastreid's defaults. Losses registered later by another project get
+    # their nodes when the next config is built.
+    add_loss_configs(cfg)
 
     if "WARMUP_EPOCHS" not in cfg.SOLVER:
         # Linear warm-up measured in epochs, whatever the dataset size. When > 0 (EWTHTrainer only) it

@@ -15,12 +15,14 @@ Everywhere else the package uses only fastreid's public API and these functions.
 from . import internals, patches
 from .internals import (
     build_optimizer_without,
+    call_after_write_metrics,
     call_before_write_metrics,
     checkpointer_property,
     datasets_root,
     jaccard_search_option,
     load_checkpoint_file,
     registered_datasets,
+    registry_names,
     sampler_seed,
     set_local_process_group,
     set_sampler_seed,
@@ -31,6 +33,6 @@ from .patches import apply, describe
 __all__ = [
     "apply", "describe", "internals", "patches",
     "build_optimizer_without", "checkpointer_property", "datasets_root", "jaccard_search_option",
-    "load_checkpoint_file", "registered_datasets", "sampler_seed", "set_local_process_group", "set_sampler_seed",
-    "set_warmup_iters", "call_before_write_metrics",
+    "load_checkpoint_file", "registered_datasets", "registry_names", "sampler_seed", "set_local_process_group",
+    "set_sampler_seed", "set_warmup_iters", "call_before_write_metrics", "call_after_write_metrics",
 ]

@@ -8,8 +8,8 @@ import torch
 
 __all__ = [
     "build_optimizer_without", "checkpointer_property", "datasets_root", "jaccard_search_option",
-    "load_checkpoint_file", "registered_datasets", "sampler_seed", "set_local_process_group", "set_sampler_seed",
-    "set_warmup_iters", "call_before_write_metrics",
+    "load_checkpoint_file", "registered_datasets", "registry_names", "sampler_seed", "set_local_process_group",
+    "set_sampler_seed", "set_warmup_iters", "call_before_write_metrics", "call_after_write_metrics",
 ]
 
 
@@ -64,14 +64,19 @@ def datasets_root():
     return build._root
 
 
-def registered_datasets():
-    """Sorted names of the datasets in fastreid's ``DATASET_REGISTRY``.
+def registry_names(registry):
+    """Sorted names registered in a fastreid ``Registry`` (``DATASET_REGISTRY``, ``LOSS_REGISTRY``, ...).
 
     Relies on: fastreid's ``Registry`` keeps its entries in ``_obj_map`` and offers no way to list them.
     """
+    return sorted(registry._obj_map)
+
+
+def registered_datasets():
+    """Sorted names of the datasets in fastreid's ``DATASET_REGISTRY`` (see :func:`registry_names`)."""
     from fastreid.data.datasets import DATASET_REGISTRY
 
-    return sorted(DATASET_REGISTRY._obj_map)
+    return registry_names(DATASET_REGISTRY)
 
 
 def checkpointer_property(wrap):
@@ -164,6 +169,21 @@ def call_before_write_metrics(trainer, callback):
     Returns False, and changes nothing, when ``trainer`` has no such inner trainer (e.g. a stand-in). Its
     test is in ``tests/test_reliability.py`` (the non-finite-loss guard is its one user).
     """
+    return _wrap_write_metrics(trainer, before=lambda loss_dict: callback())
+
+
+def call_after_write_metrics(trainer, callback):
+    """Make ``callback(loss_dict)`` run at the end of every training step's metrics write of ``trainer``.
+
+    Relies on: what :func:`call_before_write_metrics` relies on, and that fastreid's ``_write_metrics`` puts
+    ``total_loss`` (the sum of the step's losses, averaged over processes) into the ``EventStorage`` on the
+    main process, and each loss under its own name only when there are more than one. ``callback`` runs on
+    every process after the write; returns False, and changes nothing, without an inner trainer.
+    """
+    return _wrap_write_metrics(trainer, after=callback)
+
+
+def _wrap_write_metrics(trainer, before=None, after=None):
     from fastreid.engine.train_loop import SimpleTrainer
 
     inner = getattr(trainer, "_trainer", None)
@@ -172,8 +192,12 @@ def call_before_write_metrics(trainer, callback):
     write_metrics = inner._write_metrics
 
     def _write_metrics(loss_dict, data_time):
-        callback()
-        return write_metrics(loss_dict, data_time)
+        if before is not None:
+            before(loss_dict)
+        result = write_metrics(loss_dict, data_time)
+        if after is not None:
+            after(loss_dict)
+        return result
 
     inner._write_metrics = _write_metrics
     return True

@@ -8,6 +8,8 @@ What it changes, and why:
   (:mod:`.schedule`).
 - Centre loss: its centres get their own SGD, checkpointed with the run
   (:mod:`fastreid_ewth.modeling.center_loss`).
+- A run that trains a single loss logs its term under its own name too (fastreid logs only ``total_loss``
+  then), so every loss's term is in ``metrics.json`` and tensorboard.
 - Evaluation: the exact evaluator of :mod:`fastreid_ewth.evaluation`, which never compiles anything, with
   test loaders sized to the machine's cores.
 
@@ -21,6 +23,7 @@ import os
 from fastreid.data import build_reid_test_loader
 from fastreid.engine import DefaultTrainer
 from fastreid.utils import comm
+from fastreid.utils.events import get_event_storage
 
 from .. import compat
 from ..evaluation import ExactReidEvaluator
@@ -44,6 +47,14 @@ def available_cores():
         return os.cpu_count() or 1
 
 
+def _log_single_term(loss_dict):
+    """With one loss term fastreid puts only ``total_loss``, which then is that term: log it by name too."""
+    if len(loss_dict) == 1 and comm.is_main_process():
+        storage = get_event_storage()
+        (name,) = loss_dict
+        storage.put_scalar(name, storage.history("total_loss").latest())
+
+
 class RecipeTrainer(DefaultTrainer):
     """fastreid's ``DefaultTrainer`` with the device fallbacks, epoch schedule, centre-loss optimizer and exact
     evaluator of fastreid_ewth.
@@ -59,6 +70,7 @@ class RecipeTrainer(DefaultTrainer):
         super().__init__(cfg)
         # DefaultTrainer reads SOLVER.WARMUP_ITERS; with WARMUP_EPOCHS the LR hook must see the epoch count
         compat.set_warmup_iters(self, warmup_iters(cfg, self.iters_per_epoch))
+        compat.call_after_write_metrics(self, _log_single_term)
         self.center_optimizer = None
         center = center_loss_of(self.model)
         if center is not None:

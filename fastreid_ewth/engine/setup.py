@@ -21,17 +21,14 @@ from fastreid.utils.env import seed_all_rng
 from .. import compat
 from ..config import add_ewth_config
 from ..files import LOG_TXT, MODEL_FINAL
-from ..modeling import SUPPORTED_LOSSES, EWTHLoss
-from ..modeling.center_loss import check_center_config
+from ..modeling.registry import check_loss_configs, loss_entry
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["setup_cfg", "validate_run", "resolve_device", "log_to_output_dir", "check_identity_sampler",
-           "FASTREID_LOSSES", "DATASET_LAYOUTS", "IDENTITY_SAMPLERS", "METRIC_LOSSES"]
+           "FASTREID_LOSSES", "DATASET_LAYOUTS", "IDENTITY_SAMPLERS"]
 
 IDENTITY_SAMPLERS = ("NaiveIdentitySampler", "BalancedIdentitySampler", "SetReWeightSampler")
-# losses that mine positives and negatives inside the batch
-METRIC_LOSSES = ("EWTHLoss", "TripletLoss", "CircleLoss", "Cosface")
 
 # what fastreid's own Baseline computes; it silently ignores any other name
 FASTREID_LOSSES = ("CrossEntropyLoss", "TripletLoss", "CircleLoss", "Cosface")
@@ -76,18 +73,14 @@ def _check_device(device):
 def _check_losses(cfg):
     arch = cfg.MODEL.META_ARCHITECTURE
     names = tuple(cfg.MODEL.LOSSES.NAME)
-    known = {"EWTHBaseline": SUPPORTED_LOSSES, "Baseline": FASTREID_LOSSES}.get(arch)
-    if known is not None:
-        unknown = [n for n in names if n not in known]
+    if arch == "Baseline":
+        unknown = [n for n in names if n not in FASTREID_LOSSES]
         if unknown:
-            hint = " (EWTHLoss and CenterLoss need MODEL.META_ARCHITECTURE EWTHBaseline)" if arch == "Baseline" \
-                else ""
-            raise ValueError("MODEL.LOSSES.NAME {}: unknown loss name(s) {} for {}; valid names are {}{}".format(
-                names, unknown, arch, ", ".join(known), hint))
-    if "EWTHLoss" in names:
-        EWTHLoss.from_config(cfg)  # checks MODEL.LOSSES.EWTH; building it is cheap (no parameters)
-    if "CenterLoss" in names:
-        check_center_config(cfg)
+            raise ValueError("MODEL.LOSSES.NAME {}: fastreid's Baseline computes only {} and silently ignores {}; "
+                             "set MODEL.META_ARCHITECTURE EWTHBaseline to train any registered loss".format(
+                                 names, ", ".join(FASTREID_LOSSES), unknown))
+    else:
+        check_loss_configs(cfg)  # names registered, their config nodes valid
 
 
 def _check_weights_path(weights):
@@ -122,7 +115,7 @@ def check_identity_sampler(cfg, world_size=1):
     another identity (P >= 2) in its process's batch, and the batch must be P×K exactly.
     """
     names = tuple(cfg.MODEL.LOSSES.NAME)
-    if not any(n in METRIC_LOSSES for n in names):
+    if not any(_compares_in_batch(n) for n in names):
         return
     sampler = cfg.DATALOADER.SAMPLER_TRAIN
     k = cfg.DATALOADER.NUM_INSTANCE
@@ -143,6 +136,14 @@ def check_identity_sampler(cfg, world_size=1):
         raise ValueError("SOLVER.IMS_PER_BATCH {} over {} process(es) with DATALOADER.NUM_INSTANCE {} gives {} "
                          "identity per batch; the metric loss needs >= 2: raise SOLVER.IMS_PER_BATCH or lower "
                          "DATALOADER.NUM_INSTANCE".format(total, world_size, k, per_process // k))
+
+
+def _compares_in_batch(name):
+    """Whether loss ``name`` compares the batch's images with each other (the entry's ``identity_batches``)."""
+    try:  # fastreid's own losses are entries too, so this holds under fastreid's Baseline as well
+        return loss_entry(name).identity_batches
+    except ValueError:  # not registered: refused by _check_losses
+        return False
 
 
 def resolve_device(cfg):

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from fastreid.engine.train_loop import HookBase
 
 from ..losses.center import center_loss
+from .registry import LOSS_REGISTRY, ReidLoss, feature_dim
 
 __all__ = [
     "CENTER_CONFIG_NODE", "CENTER_DEFAULTS", "CenterLoss", "CenterLossOptimizer", "center_loss_of",
@@ -57,8 +58,9 @@ def center_config_defaults():
     return dict(CENTER_DEFAULTS)
 
 
-class CenterLoss(nn.Module):
-    """Learnable C×D centers and the loss ``scale * mean ||f_i - c_{y_i}||^2``.
+@LOSS_REGISTRY.register()
+class CenterLoss(ReidLoss):
+    """Learnable C×D centers and the loss ``scale * mean ||f_i - c_{y_i}||^2`` on the metric feature.
 
     The centers are not updated by the model's optimizer: ``EWTHTrainer`` hides them from it and steps
     them with their own SGD (``MODEL.LOSSES.CENTER.LR``, :class:`CenterLossOptimizer`) after dividing their
@@ -66,16 +68,29 @@ class CenterLoss(nn.Module):
     loss weight.
     """
 
+    reads = ("feature", "labels")
+    config_node = CENTER_CONFIG_NODE
+    defaults = CENTER_DEFAULTS
+    terms = ("loss_center",)
+
     def __init__(self, num_classes, feat_dim, scale=CENTER_DEFAULTS["SCALE"]):
-        super().__init__()
         if num_classes <= 0 or feat_dim <= 0:
             raise ValueError("CenterLoss needs num_classes > 0 and feat_dim > 0, got {} and {}".format(
                 num_classes, feat_dim))
+        super(ReidLoss, self).__init__()  # its scale has the check of the centre loss's keys
         self.scale = check_center_value("SCALE", scale)
         self.centers = nn.Parameter(torch.randn(num_classes, feat_dim))
 
-    def forward(self, features, targets):
-        return center_loss(features, targets, self.centers) * self.scale
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg.MODEL.HEADS.NUM_CLASSES, feature_dim(cfg), check_center_config(cfg)["SCALE"])
+
+    @classmethod
+    def check_config(cls, cfg):
+        check_center_config(cfg)
+
+    def compute(self, features, targets):
+        return center_loss(features, targets, self.centers)
 
     def extra_repr(self):
         return "num_classes={}, feat_dim={}, scale={}".format(*self.centers.shape, self.scale)
@@ -120,5 +135,4 @@ def center_loss_of(model):
     """The :class:`CenterLoss` of ``model`` (unwrapping ``DistributedDataParallel``), or ``None``."""
     if isinstance(model, DistributedDataParallel):
         model = model.module
-    center = getattr(model, "center_loss", None)
-    return center if isinstance(center, CenterLoss) else None
+    return next((m for m in model.modules() if isinstance(m, CenterLoss)), None)

@@ -1,104 +1,65 @@
-"""``EWTHBaseline``: fastreid's ``Baseline`` with the EWTH losses and AGW's center loss."""
+"""``EWTHBaseline``: fastreid's ``Baseline`` trained with any losses of ``LOSS_REGISTRY``."""
 from fastreid.config import configurable
-from fastreid.modeling.losses import cross_entropy_loss, log_accuracy
+from fastreid.modeling.losses import log_accuracy
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY, Baseline
-from fastreid.utils.events import get_event_storage
+from torch import nn
 
 from ..files import DIAGNOSTICS_PREFIX
-from ..losses.diagnostics import diagnostic_values
-from .center_loss import CenterLoss, check_center_config
-from .ewth_loss import EWTHLoss
+from .registry import build_loss_modules, gather_inputs, renamed_terms
 
 # DIAGNOSTICS_PREFIX (defined in fastreid_ewth.files) is re-exported here for the code that imports it from here
-__all__ = ["EWTHBaseline", "SUPPORTED_LOSSES", "DIAGNOSTICS_PREFIX"]
+__all__ = ["EWTHBaseline", "DIAGNOSTICS_PREFIX"]
 
-SUPPORTED_LOSSES = ("CrossEntropyLoss", "EWTHLoss", "CenterLoss")
+# inputs that come from the head's classifier
+_CLASSIFIER_INPUTS = ("logits", "classifier_weight")
 
 
 @META_ARCH_REGISTRY.register()
 class EWTHBaseline(Baseline):
-    """Backbone + ``EWTHEmbeddingHead`` trained with any of ``SUPPORTED_LOSSES``.
+    """Backbone + head trained with the losses ``MODEL.LOSSES.NAME`` lists, any registered ones.
 
-    Each loss term is returned (and so logged) under its own name: ``loss_cls``, ``loss_triplet``,
-    ``loss_mean_neg``, ``loss_ew``, ``loss_center``. The metric losses see the pre-BNNeck feature, the
-    classifier the after-BNNeck one (BNNeck, Luo et al. 2019).
+    Every listed loss is an entry of :data:`~fastreid_ewth.modeling.registry.LOSS_REGISTRY`, built from its
+    config node and held in ``loss_modules`` (so that weights of its own are the model's). Each step, each
+    entry gets the head outputs it declares it reads and returns its terms, which are returned (and so
+    logged) under their own names: ``loss_cls``, ``loss_triplet``, ``loss_center``, ... A term two listed
+    losses share is logged as ``<term>_<LossName>``.
 
-    With ``EWTHLoss``, every training step inside fastreid's ``EventStorage`` also puts the batch's mining
-    diagnostics (:mod:`fastreid_ewth.losses.diagnostics`, computed by the loss from its own mining, no second
-    pass over the batch) into that storage as ``diag/hinge_active``, ``diag/d_ap``, ``diag/d_an`` and, for EW
-    variants, ``diag/ew_kept``; its writers take them to ``metrics.json`` and tensorboard. They are not
-    losses, so they stay out of the returned dict.
+    When no listed loss reads the head's classifier (the logits or its weight), the classifier is frozen
+    (``requires_grad`` off), so that neither the optimizer nor DDP waits for a gradient that never comes,
+    and ``cls_accuracy`` is not logged.
     """
 
     @configurable
-    def __init__(self, *, backbone, heads, pixel_mean, pixel_std, loss_names, ce_kwargs, ewth_loss=None,
-                 center_loss=None):
+    def __init__(self, *, backbone, heads, pixel_mean, pixel_std, loss_modules):
         super().__init__(backbone=backbone, heads=heads, pixel_mean=pixel_mean, pixel_std=pixel_std,
-                         loss_kwargs={"loss_names": tuple(loss_names), "ce": ce_kwargs})
-        self.loss_names = tuple(loss_names)
-        self.ce_kwargs = dict(ce_kwargs)
-        self.ewth_loss = ewth_loss
-        self.center_loss = center_loss
+                         loss_kwargs={"loss_names": tuple(loss_modules)})
+        self.loss_modules = loss_modules if isinstance(loss_modules, nn.ModuleDict) else nn.ModuleDict(loss_modules)
+        self.loss_names = tuple(self.loss_modules)
+        self._term_names = renamed_terms([(name, type(m)) for name, m in self.loss_modules.items()])
+        self.reads_classifier = any(what in _CLASSIFIER_INPUTS for m in self.loss_modules.values() for what in m.reads)
+        classifier = getattr(heads, "weight", None)
+        if not self.reads_classifier and isinstance(classifier, nn.Parameter):
+            classifier.requires_grad_(False)
 
     @classmethod
     def from_config(cls, cfg):
-        names = tuple(cfg.MODEL.LOSSES.NAME)
-        unknown = [n for n in names if n not in SUPPORTED_LOSSES]
-        if unknown or not names:
-            raise ValueError("MODEL.LOSSES.NAME {} has {}; EWTHBaseline supports {}. Example: MODEL.LOSSES.NAME "
-                             "'(\"CrossEntropyLoss\", \"EWTHLoss\")'".format(
-                                 names, "unknown name(s) {}".format(unknown) if unknown else "no loss",
-                                 ", ".join(SUPPORTED_LOSSES)))
-        if cfg.MODEL.HEADS.NAME != "EWTHEmbeddingHead" and ("EWTHLoss" in names or "CenterLoss" in names):
-            raise ValueError("MODEL.HEADS.NAME {!r}: EWTHLoss and CenterLoss need the pre-BNNeck feature and the "
-                             "classifier weight that only EWTHEmbeddingHead returns; set MODEL.HEADS.NAME "
-                             "EWTHEmbeddingHead".format(cfg.MODEL.HEADS.NAME))
         base = Baseline.from_config(cfg)
-        feat_dim = cfg.MODEL.HEADS.EMBEDDING_DIM or cfg.MODEL.BACKBONE.FEAT_DIM
-        center = None
-        if "CenterLoss" in names:
-            center = CenterLoss(cfg.MODEL.HEADS.NUM_CLASSES, feat_dim, check_center_config(cfg)["SCALE"])
+        heads = base["heads"]
         return {
             "backbone": base["backbone"],
-            "heads": base["heads"],
+            "heads": heads,
             "pixel_mean": base["pixel_mean"],
             "pixel_std": base["pixel_std"],
-            "loss_names": names,
-            "ce_kwargs": {"eps": cfg.MODEL.LOSSES.CE.EPSILON, "alpha": cfg.MODEL.LOSSES.CE.ALPHA,
-                          "scale": cfg.MODEL.LOSSES.CE.SCALE},
-            "ewth_loss": EWTHLoss.from_config(cfg) if "EWTHLoss" in names else None,
-            "center_loss": center,
+            "loss_modules": build_loss_modules(cfg, getattr(heads, "TRAINING_OUTPUTS", None)),
         }
 
     def losses(self, outputs, gt_labels):
-        log_accuracy(outputs["pred_class_logits"].detach(), gt_labels)
+        if self.reads_classifier:
+            log_accuracy(outputs["pred_class_logits"].detach(), gt_labels)
         loss_dict = {}
-        if "CrossEntropyLoss" in self.loss_names:
-            loss_dict["loss_cls"] = cross_entropy_loss(
-                outputs["cls_outputs"], gt_labels, self.ce_kwargs["eps"], self.ce_kwargs["alpha"]
-            ) * self.ce_kwargs["scale"]
-        if self.ewth_loss is not None:
-            storage = _current_storage()  # outside fastreid's training loop (tests, notebooks): nothing to log to
-            metric = self.ewth_loss(outputs["features"], gt_labels, outputs["classifier_weight"],
-                                    diagnostics=storage is not None)
-            if storage is not None:
-                metric, diagnostics = metric
-                _log_diagnostics(storage, diagnostics)
-            loss_dict.update(metric)
-        if self.center_loss is not None:
-            loss_dict["loss_center"] = self.center_loss(outputs["features"], gt_labels)
+        for name, module in self.loss_modules.items():
+            terms = module.training_terms(*gather_inputs(module, outputs, gt_labels))
+            names = self._term_names[name]
+            for term, value in terms.items():
+                loss_dict[names.get(term, term)] = value
         return loss_dict
-
-
-def _log_diagnostics(storage, diagnostics):
-    """``diag/<name>`` into ``storage``, with one device-to-host copy for all of them."""
-    for name, value in diagnostic_values(diagnostics).items():
-        storage.put_scalar(DIAGNOSTICS_PREFIX + name, value)
-
-
-def _current_storage():
-    """fastreid's innermost ``EventStorage``, or ``None`` outside ``with EventStorage(...)``."""
-    try:
-        return get_event_storage()
-    except (AssertionError, IndexError):  # it asserts a non-empty stack (IndexError under python -O)
-        return None
