@@ -62,6 +62,18 @@ if int(pytest.__version__.split(".")[0]) < 9:
                 lg.removeHandler(forward)
 
 
+def synth_train_batch(cfg):
+    """One P×K = 2×4 SynthReID training batch at 64×32 drawn as ``cfg``'s recipe draws it ->
+    ``(batch, number of training identities)`` (the models are the configs' own, the images smaller)."""
+    from fastreid.data import build_reid_train_loader
+
+    cfg = cfg.clone()
+    cfg.merge_from_list(["DATASETS.NAMES", ("SynthReID",), "SOLVER.IMS_PER_BATCH", 8, "DATALOADER.NUM_WORKERS", 0,
+                         "INPUT.SIZE_TRAIN", [64, 32]])
+    loader = build_reid_train_loader(cfg)
+    return next(iter(loader)), loader.dataset.num_classes
+
+
 def stock_baseline_cfg(output_dir, **overrides):
     """A small fastreid stock ``Baseline`` (ResNet-18, CE + triplet) on SynthReID, for CPU tests."""
     from fastreid.config import get_cfg

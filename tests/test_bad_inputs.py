@@ -26,7 +26,8 @@ def run(tmp_path, *opts, config="projects/Demo.yml", eval_only=False, datasets=N
 
 CASES = [
     ("unknown_loss", ["MODEL.LOSSES.NAME", '("CrossEntropyLoss", "TriHardLoss")'],
-     ["unknown loss name(s) ['TriHardLoss']", "CrossEntropyLoss, EWTHLoss, CenterLoss"]),
+     ["MODEL.LOSSES.NAME: 'TriHardLoss' is not a registered loss", "registered losses: ArcFaceLoss, CenterLoss",
+      "CrossEntropyLoss, EWTHLoss"]),
     ("unknown_variant", ["MODEL.LOSSES.EWTH.VARIANT", "HNEWTHX"],
      ["MODEL.LOSSES.EWTH.VARIANT is 'HNEWTHX'", "must be one of TH, TH_FN, HTH, HNTH, EWTH, NEWTH, HEWTH, HNEWTH"]),
     ("negative_margin", ["MODEL.LOSSES.EWTH.EW_MARGIN", "-0.2"],
@@ -41,7 +42,8 @@ CASES = [
     ("unknown_key", ["MODEL.LOSSES.EWTH.MARGN", "0.3"], ["Non-existent key: MODEL.LOSSES.EWTH.MARGN"]),
     ("bad_device", ["MODEL.DEVICE", "gpu0"], ["MODEL.DEVICE 'gpu0' is not a device", "'cpu'"]),
     ("stock_baseline_unknown_loss", ["MODEL.META_ARCHITECTURE", "Baseline", "MODEL.HEADS.NAME", "EmbeddingHead"],
-     ["unknown loss name(s) ['EWTHLoss'] for Baseline", "need MODEL.META_ARCHITECTURE EWTHBaseline"]),
+     ["fastreid's Baseline computes only CrossEntropyLoss, TripletLoss, CircleLoss, Cosface and silently ignores "
+      "['EWTHLoss']", "set MODEL.META_ARCHITECTURE EWTHBaseline"]),
 ]
 
 

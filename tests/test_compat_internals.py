@@ -111,6 +111,48 @@ def test_registered_datasets_lists_what_the_registry_builds():
         assert DATASET_REGISTRY.get(name) is not None
 
 
+def test_registry_names_lists_what_a_registry_gets():
+    from fastreid.utils.registry import Registry
+
+    registry = Registry("PROBE")
+    assert compat.registry_names(registry) == []
+
+    @registry.register()
+    class Zeta:
+        pass
+
+    @registry.register()
+    class Alpha:
+        pass
+
+    assert compat.registry_names(registry) == ["Alpha", "Zeta"]
+    assert registry.get("Alpha") is Alpha
+
+
+@pytest.mark.parametrize("losses", [("CrossEntropyLoss",), ("CrossEntropyLoss", "TripletLoss")])
+def test_fastreid_logs_each_loss_by_name_only_when_there_are_several(losses, tmp_path, datasets_root):
+    """What ``compat.call_after_write_metrics`` relies on: ``total_loss`` always, each term only when > 1."""
+    from fastreid.engine import DefaultTrainer
+    from fastreid.utils.events import EventStorage
+
+    trainer = DefaultTrainer(stock_baseline_cfg(tmp_path, **{"SOLVER.IMS_PER_BATCH": 16,
+                                                              "MODEL.LOSSES.NAME": losses}))
+    trainer.iter = 0
+    seen = []
+
+    def callback(loss_dict):
+        seen.append((sorted(loss_dict), sorted(trainer.storage.latest())))
+
+    assert compat.call_after_write_metrics(trainer, callback)
+    assert not compat.call_after_write_metrics(type("Stand_in", (), {"_trainer": object()})(), callback)
+    with EventStorage(0) as trainer.storage:
+        trainer.run_step()
+    ((names, logged),) = seen
+    assert names == sorted({"CrossEntropyLoss": "loss_cls", "TripletLoss": "loss_triplet"}[n] for n in losses)
+    assert "total_loss" in logged
+    assert all((name in logged) == (len(losses) > 1) for name in names)
+
+
 def test_the_checkpointer_fastreid_builds_is_replaced_on_a_stock_trainer(tmp_path, datasets_root):
     from fastreid.engine import DefaultTrainer
     from fastreid.utils.checkpoint import Checkpointer

@@ -11,7 +11,7 @@ from fastreid.utils.events import EventStorage
 from fastreid_ewth import add_ewth_config
 from fastreid_ewth.engine import EWTHTrainer
 
-from conftest import REPO
+from conftest import REPO, synth_train_batch
 
 VARIANTS = ["TH", "TH_FN", "HTH", "HNTH", "EWTH", "NEWTH", "HEWTH", "HNEWTH"]
 PROJECTS = ["{}_{}".format(b, v) for b in ("BoT", "AGW") for v in VARIANTS]
@@ -27,7 +27,7 @@ COMMON = {
     "MODEL.BACKBONE.WITH_SE": False,
     "MODEL.HEADS.NAME": "EWTHEmbeddingHead",
     "MODEL.HEADS.WITH_BNNECK": True,
-    "MODEL.HEADS.NECK_FEAT": "after",
+    "MODEL.HEADS.NECK_FEAT": "before",
     "MODEL.HEADS.CLS_LAYER": "Linear",
     "MODEL.HEADS.EMBEDDING_DIM": 0,
     "MODEL.LOSSES.CE.EPSILON": 0.1,
@@ -127,14 +127,7 @@ def test_duke_by_override():
 
 @pytest.fixture(scope="module")
 def synth_batch(datasets_root):
-    """One P×K = 2×4 SynthReID batch at 64×32 (the models are the configs' own, the images smaller)."""
-    from fastreid.data import build_reid_train_loader
-
-    cfg = load("BoT_TH")
-    cfg.merge_from_list(["DATASETS.NAMES", ("SynthReID",), "SOLVER.IMS_PER_BATCH", 8, "DATALOADER.NUM_WORKERS", 0,
-                         "INPUT.SIZE_TRAIN", [64, 32]])
-    loader = build_reid_train_loader(cfg)
-    return next(iter(loader)), loader.dataset.num_classes
+    return synth_train_batch(load("BoT_TH"))
 
 
 @pytest.mark.parametrize("project", PROJECTS)
@@ -160,6 +153,6 @@ def test_project_builds_and_takes_a_training_step(project, synth_batch):
     assert not torch.equal(w0, model.backbone.conv1.weight)
     # the centers are not in the model's optimizer: they have their own (EWTHTrainer)
     if project.startswith("AGW"):
-        centers = model.center_loss.centers
+        centers = model.loss_modules["CenterLoss"].centers
         assert all(centers is not p for g in optimizer.param_groups for p in g["params"])
         assert centers.grad is not None and torch.isfinite(centers.grad).all()

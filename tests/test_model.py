@@ -48,9 +48,31 @@ def test_head_outputs(pool):
     assert feat.shape == (6, 16) and torch.allclose(feat, expect, atol=1e-5)
 
 
-def test_head_requires_bnneck():
-    with pytest.raises(ValueError, match="WITH_BNNECK"):
-        EWTHEmbeddingHead(project_cfg(**{"MODEL.HEADS.WITH_BNNECK": False}))
+def test_head_without_bnneck_trains_and_tests_on_the_pooled_feature():
+    head = EWTHEmbeddingHead(project_cfg(**{"MODEL.HEADS.WITH_BNNECK": False, "MODEL.BACKBONE.FEAT_DIM": 16,
+                                            "MODEL.HEADS.NUM_CLASSES": 3}))
+    fmap = torch.rand(6, 16, 4, 2)
+    pooled = fmap.mean(dim=(2, 3))
+    out = head(fmap, torch.tensor([0, 0, 1, 1, 2, 2]))
+    for key in ("features", "pre_bn_features", "after_bn_features"):
+        assert torch.allclose(out[key], pooled, atol=1e-6), key
+    assert torch.allclose(out["pred_class_logits"], pooled @ head.weight.t(), atol=1e-6)
+    head.eval()
+    assert torch.allclose(head(fmap), pooled, atol=1e-6)
+
+
+@pytest.mark.parametrize("neck_feat, key", [("before", "pre_bn_features"), ("after", "after_bn_features")])
+def test_neck_feat_picks_the_metric_feature(neck_feat, key):
+    head = EWTHEmbeddingHead(project_cfg(**{"MODEL.HEADS.NECK_FEAT": neck_feat, "MODEL.BACKBONE.FEAT_DIM": 16,
+                                            "MODEL.HEADS.NUM_CLASSES": 3}))
+    out = head(torch.rand(6, 16, 4, 2) * 3, torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert out["features"] is out[key]
+    assert not torch.allclose(out["pre_bn_features"], out["after_bn_features"])  # the BNNeck changes it
+
+
+def test_unknown_neck_feat_is_refused():
+    with pytest.raises(ValueError, match="MODEL.HEADS.NECK_FEAT 'middle' is unknown"):
+        EWTHEmbeddingHead(project_cfg(**{"MODEL.HEADS.NECK_FEAT": "middle"}))
 
 
 def test_unknown_loss_name_is_refused():
@@ -72,7 +94,7 @@ def test_center_optimizer_step_divides_by_the_loss_weight():
     y = torch.tensor([0, 0, 1, 1, 2, 0])
     c0 = center.centers.detach().clone()
     hook.before_step()
-    center(f, y).backward()
+    center(f, y)["loss_center"].backward()
     hook.after_step()
     # d/dc_k of mean_i ||f_i - c_{y_i}||^2 is -2/N * sum_{i: y_i = k} (f_i - c_k), unweighted
     grad = torch.zeros_like(c0)
@@ -89,7 +111,7 @@ def test_center_optimizer_is_checkpointed_and_restored(tmp_path, datasets_root):
     assert trainer.center_optimizer is not None
     assert "center_optimizer" in trainer.checkpointer.checkpointables
     with torch.no_grad():
-        trainer.model.center_loss.centers.add_(1.0)
+        trainer.model.loss_modules["CenterLoss"].centers.add_(1.0)
     trainer.center_optimizer.param_groups[0]["lr"] = 0.123  # a state the fresh trainer does not have
     trainer.checkpointer.save("model_0000", epoch=0)
 
@@ -98,7 +120,7 @@ def test_center_optimizer_is_checkpointed_and_restored(tmp_path, datasets_root):
     resumed.resume_or_load(resume=True)
     assert resumed.start_epoch == 1
     assert resumed.center_optimizer.param_groups[0]["lr"] == 0.123
-    assert torch.equal(resumed.model.center_loss.centers, trainer.model.center_loss.centers)
+    assert torch.equal(resumed.model.loss_modules["CenterLoss"].centers, trainer.model.loss_modules["CenterLoss"].centers)
 
 
 class _FakeStorage:
@@ -243,14 +265,15 @@ def test_center_loss_of_finds_the_centres_through_ddp():
     from fastreid_ewth.modeling.center_loss import center_loss_of
 
     model = torch.nn.Module()
+    model.loss_modules = torch.nn.ModuleDict()
     assert center_loss_of(model) is None
-    model.center_loss = CenterLoss(3, 4)
-    assert center_loss_of(model) is model.center_loss
+    model.loss_modules["CenterLoss"] = CenterLoss(3, 4)
+    assert center_loss_of(model) is model.loss_modules["CenterLoss"]
     wrapped = DistributedDataParallel.__new__(DistributedDataParallel)  # no process group needed for the lookup
     torch.nn.Module.__init__(wrapped)
     wrapped.module = model
-    assert center_loss_of(wrapped) is model.center_loss
-    model.center_loss = None
+    assert center_loss_of(wrapped) is model.loss_modules["CenterLoss"]
+    del model.loss_modules["CenterLoss"]
     assert center_loss_of(wrapped) is None
 
 

@@ -216,7 +216,7 @@ def test_resume_after_sigkill_ends_where_the_uninterrupted_run_ends(tmp_path, sm
     assert rc == 0, reference_log[-3000:]
 
     a, b = _load(whole / "model_final.pth"), _load(cut / "model_final.pth")
-    assert "center_loss.centers" in a["model"] and "center_optimizer" in a
+    assert "loss_modules.CenterLoss.centers" in a["model"] and "center_optimizer" in a
     a_model, b_model = a["model"], b["model"]
     moved = _max_diff(a_model, _load(cut / killed_at)["model"])
     assert moved > 1e-3  # the two epochs after the kill did train

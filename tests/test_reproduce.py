@@ -1,5 +1,6 @@
-"""tools/reproduce.py: the paper's table, run state, report, plots, resume after a kill, and the training
-diagnostics (a slow loop for the function, metrics.json for the real runs)."""
+"""tools/reproduce.py: the published tables (the paper's and the loss zoo's two codebases'), run state, report,
+plots, paired differences, resume after a kill, and the training diagnostics (a slow loop for the function,
+metrics.json for the real runs)."""
 import csv
 import json
 import math
@@ -15,9 +16,10 @@ import pytest
 import torch
 
 from fastreid_ewth.losses import diagnostic_values, ewth_loss
-from fastreid_ewth.reproduce import cli, runner
+from fastreid_ewth.reproduce import cli, report, runner
 from fastreid_ewth.reproduce.metrics import final_evaluation, read_metrics
-from fastreid_ewth.reproduce.paper import PAPER_CONFIGS, paper_result, paper_table
+from fastreid_ewth.reproduce.paper import PAPER_CONFIGS, PAPER_DATASETS, PaperResult, paper_result, paper_table
+from fastreid_ewth.reproduce.presets import PRESETS, ZOO_BOT, ZOO_PLAIN
 from fastreid_ewth.reproduce.runner import run_state
 
 from conftest import REPO
@@ -140,12 +142,172 @@ def test_paper_table_matches_the_readme_and_stores_the_typo_row_as_ewth():
                       (REPO / "README.md").read_text(), flags=re.M)
     assert len(rows) == 16
     for config, m_map, m_r1, d_map, d_r1 in rows:
-        assert paper_result(config, "Market1501")[1:] == (float(m_map), float(m_r1))
-        assert paper_result("projects/{}.yml".format(config), "DukeMTMC")[1:] == (float(d_map), float(d_r1))
-    assert len(paper_table()) == 32 and len(PAPER_CONFIGS) == 16
+        assert paper_result(config, "Market1501")[1:3] == (float(m_map), float(m_r1))
+        assert paper_result("projects/{}.yml".format(config), "DukeMTMC")[1:3] == (float(d_map), float(d_r1))
+        assert paper_result(config, "DukeMTMC").source == "EWTH paper (NeurIPS 2020)"
+    assert sum(r.source == "EWTH paper (NeurIPS 2020)" for r in paper_table().values()) == 32
+    assert len(PAPER_CONFIGS) == 16
     assert paper_result("BoT_EWTH", "Market1501").method == "BoT+EWTH"
     assert paper_result("BoT_HNEWTH", "Market1501").mAP == 88.4
     assert paper_result("BoT_TH", "SynthReID") is None
+
+
+EWTH_CONFIGS = ("BoT_TH", "BoT_TH_FN", "BoT_HTH", "BoT_HNTH", "BoT_EWTH", "BoT_NEWTH", "BoT_HEWTH", "BoT_HNEWTH",
+                "AGW_TH", "AGW_TH_FN", "AGW_HTH", "AGW_HNTH", "AGW_EWTH", "AGW_NEWTH", "AGW_HEWTH", "AGW_HNEWTH")
+TORCHREID = "torchreid loss comparison"
+BOT_CODEBASE = "BoT-style simple codebase"
+
+
+def test_paper_table_holds_the_loss_zoo_codebases_and_the_paper_configs_stay_the_papers():
+    table = paper_table()
+    by_source = {}
+    for (config, dataset), result in table.items():
+        by_source.setdefault(result.source, set()).add((config, dataset))
+    assert set(by_source) == {"EWTH paper (NeurIPS 2020)", TORCHREID, BOT_CODEBASE}
+    assert len(table) == 32 + 24 + 20
+    # every zoo config (a file in projects/zoo/) has numbers from exactly its codebase, on that codebase's datasets
+    zoo_files = sorted(p.stem for p in (REPO / "projects" / "zoo").glob("*.yml"))
+    assert zoo_files == sorted(ZOO_PLAIN + ZOO_BOT) and len(zoo_files) == 22
+    assert by_source[TORCHREID] == {(c, d) for c in ZOO_PLAIN for d in ("Market1501", "DukeMTMC")}
+    assert by_source[BOT_CODEBASE] == {(c, d) for c in ZOO_BOT for d in ("Market1501", "MSMT17")}
+    # a few rows, as the two publications print them (rank-1 / mAP there; mAP first here)
+    assert paper_result(str(REPO / "projects" / "zoo" / "Plain_SoftmaxTriplet.yml"), "Market1501") == PaperResult(
+        "Softmax+Triplet loss", 66.8, 83.7, TORCHREID)
+    assert paper_result("Plain_SphereFaceM4", "DukeMTMC") == PaperResult("Sphereface (margin=4)", 58.1, 76.0, TORCHREID)
+    assert paper_result("projects/zoo/Plain_MultiSimilarity.yml", "Market1501")[1:3] == (55.9, 72.8)
+    assert paper_result("projects/zoo/BoT_CELS_Contrastive.yml", "MSMT17") == PaperResult(
+        "CELabelSmooth + Contrastive", 58.7, 80.3, BOT_CODEBASE)
+    assert paper_result("BoT_Circle_Circle", "Market1501") == PaperResult("Circle + Circle", 87.3, 94.7, BOT_CODEBASE)
+    assert paper_result("BoT_CE_Triplet", "DukeMTMC") is None and paper_result("Plain_Softmax", "MSMT17") is None
+    # the paper's runs (no --configs) are still its 16, in its order, on its two datasets
+    assert PAPER_CONFIGS == EWTH_CONFIGS
+    assert PAPER_DATASETS == ("Market1501", "DukeMTMC")
+
+
+def _report_rows(path):
+    with open(path) as f:
+        return {row["config"]: row for row in csv.DictReader(f)}
+
+
+@pytest.mark.parametrize("how", ["configs", "preset"])
+def test_report_only_on_zoo_configs_without_runs_lists_both_codebases_numbers(tmp_path, how):
+    out = tmp_path / "out"
+    zoo = REPO / "projects" / "zoo"
+    if how == "configs":
+        argv = ["--configs", *sorted(str(p) for p in zoo.glob("*.yml"))]
+    else:
+        argv = ["--preset", "zoo", "--projects", str(REPO / "projects")]
+    lines = []
+    assert cli.main(argv + ["--report-only", "--datasets", "Market1501", "--output", str(out)],
+                    echo=lines.append) == 0
+    rows = _report_rows(out / "report.csv")
+    assert set(rows) == set(ZOO_PLAIN + ZOO_BOT)
+    assert {row["status"] for row in rows.values()} == {"not run"}  # with 3 seeds too, when none has started
+    assert {row["dataset"] for row in rows.values()} == {"Market1501"}
+    for config, source, method, m_map, m_r1 in (
+            ("Plain_Softmax", TORCHREID, "Softmax", "64.6000", "82.3000"),
+            ("Plain_ArcFace", TORCHREID, "Arcface", "65.0000", "85.1000"),
+            ("BoT_CE_Triplet", BOT_CODEBASE, "CrossEntropy + Triplet", "86.6000", "94.5000"),
+            ("BoT_CosFace_Triplet", BOT_CODEBASE, "Cosface + Triplet", "86.7000", "95.1000")):
+        row = rows[config]
+        assert (row["source"], row["published_method"], row["paper_mAP"], row["paper_R1"]) == (
+            source, method, m_map, m_r1), row
+        assert row["mAP"] == "" and row["diff_mAP"] == "" and row["finished"] == "0"
+    printed = "\n".join(lines)
+    assert "| `Plain_Softmax` | torchreid loss comparison | Softmax | 64.6 | 82.3 | – |" in printed
+    assert "| `BoT_Circle_Circle` | BoT-style simple codebase | Circle + Circle | 87.3 | 94.7 | – |" in printed
+    assert "published mAP" in printed and "paper mAP" not in printed
+    assert not (out / "Market1501").exists()  # nothing was trained or created for the runs
+    assert (out / "map_vs_paper.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def _fake_finished_run(spec, mAP, rank1):
+    """A run folder as a finished training leaves it, with ``mAP`` / ``rank1`` as its last evaluation."""
+    run = spec.output_dir
+    os.makedirs(run)
+    with open(os.path.join(run, "model_final.pth"), "wb"):
+        pass
+    with open(os.path.join(run, runner.MARKER), "w") as f:
+        json.dump({"wall_time_s": 60.0}, f)
+    with open(os.path.join(run, "metrics.json"), "w") as f:
+        f.write(json.dumps({"iteration": 9, "loss_cls": 3.0}) + "\n")
+        f.write(json.dumps({"iteration": 19, "mAP": mAP, "Rank-1": rank1, "mINP": mAP / 2}) + "\n")
+
+
+def _paired_rows(lines):
+    """The paired-differences table -> {(config, baseline): (Δ mAP, Δ R1, seeds)}."""
+    rows = {}
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| SynthReID |"):
+            rows[(cells[1].strip("`"), cells[2].strip("`"))] = tuple(cells[3:])
+    return rows
+
+
+def _specs(tmp_path, preset):
+    args = cli.build_parser().parse_args(["--preset", preset, "--projects", str(REPO / "projects"),
+                                          "--output", str(tmp_path / preset)])
+    specs, _, _ = cli.build_specs(args)
+    return {(s.name, s.seed): s for s in specs}, specs
+
+
+def test_paired_differences_use_the_presets_baselines_by_group(tmp_path):
+    by_run, specs = _specs(tmp_path, "zoo")
+    finished = {
+        # the plain group's baseline, then two of its configs (Plain_Triplet: seed 1 only, seed 0 interrupted)
+        ("Plain_SoftmaxTriplet", 0): (50.0, 40.0), ("Plain_SoftmaxTriplet", 1): (52.0, 41.0),
+        ("Plain_SoftmaxTriplet", 2): (54.0, 45.0),
+        ("Plain_Softmax", 0): (53.0, 40.5), ("Plain_Softmax", 1): (53.0, 44.0), ("Plain_Softmax", 2): (58.0, 45.0),
+        ("Plain_Triplet", 1): (49.5, 38.0),
+        # the BoT group's baseline without seed 2, and one of its configs with all three
+        ("BoT_CE_Triplet", 0): (70.0, 60.0), ("BoT_CE_Triplet", 1): (71.0, 62.0),
+        ("BoT_Circle_Circle", 0): (72.0, 59.0), ("BoT_Circle_Circle", 1): (75.0, 63.0),
+        ("BoT_Circle_Circle", 2): (99.0, 99.0),
+    }
+    for key, (m, r1) in finished.items():
+        _fake_finished_run(by_run[key], m, r1)
+    interrupted = by_run[("Plain_Triplet", 0)].output_dir
+    os.makedirs(interrupted)
+    with open(os.path.join(interrupted, "last_checkpoint"), "w") as f:
+        f.write("model_0000.pth")
+
+    results = report.collect(specs)
+    lines = cli._paired_differences(results, PRESETS["zoo"])
+    rows = _paired_rows(lines)
+    # one row per compared config, each against its own group's baseline; the baselines are no rows of their own
+    assert set(rows) == ({(n, "Plain_SoftmaxTriplet") for n in ZOO_PLAIN if n != "Plain_SoftmaxTriplet"}
+                         | {(n, "BoT_CE_Triplet") for n in ZOO_BOT if n != "BoT_CE_Triplet"})
+    # by hand: Δ mAP 3, 1, 4 -> mean 2.67, sd 1.53; Δ R1 0.5, 3, 0 -> mean 1.17, sd 1.61
+    assert rows[("Plain_Softmax", "Plain_SoftmaxTriplet")] == ("+2.7 ± 1.5", "+1.2 ± 1.6", "3")
+    assert rows[("Plain_Triplet", "Plain_SoftmaxTriplet")] == ("-2.5", "-3.0", "1")  # 49.5 − 52, 38 − 41
+    # seeds 0 and 1 only (the baseline has no seed 2): Δ mAP 2, 4 -> 3 ± 1.41; Δ R1 −1, 1 -> 0 ± 1.41
+    assert rows[("BoT_Circle_Circle", "BoT_CE_Triplet")] == ("+3.0 ± 1.4", "+0.0 ± 1.4", "2")
+    assert rows[("BoT_CE_Contrastive", "BoT_CE_Triplet")] == ("–", "–", "0")
+    assert "`Plain_SoftmaxTriplet` for 11 configs" in lines[0] and "`BoT_CE_Triplet` for 9 configs" in lines[0]
+
+    # the report's rows: measured means against the row's own source
+    report.write_report(results, str(tmp_path / "report"))
+    rows = _report_rows(tmp_path / "report" / "report.csv")
+    assert rows["Plain_Softmax"]["status"] == "3/3 finished" and rows["Plain_Softmax"]["mAP"] == "54.6667"
+    assert rows["Plain_Triplet"]["status"] == "1/3 finished"
+    assert rows["BoT_CE_Contrastive"]["status"] == "not run"
+    assert all(row["paper_mAP"] == "" and row["source"] == "" for row in rows.values())  # SynthReID: none
+
+
+def test_paired_differences_without_baselines_compare_with_the_first_config(tmp_path):
+    preset = PRESETS["synth"]
+    assert preset.baselines == ()
+    by_run, specs = _specs(tmp_path, "synth")
+    for seed, th, hnewth in ((0, (50.0, 40.0), (48.0, 41.0)), (1, (52.0, 42.0), (49.0, 40.0)),
+                             (2, (51.0, 41.0), (51.0, 44.0))):
+        _fake_finished_run(by_run[("TH", seed)], *th)
+        _fake_finished_run(by_run[("HNEWTH", seed)], *hnewth)
+    lines = cli._paired_differences(report.collect(specs), preset)
+    # by hand: Δ mAP −2, −3, 0 -> mean −1.67, sd 1.53; Δ R1 1, −2, 3 -> mean 0.67, sd 2.52
+    assert _paired_rows(lines) == {("HNEWTH", "TH"): ("-1.7 ± 1.5", "+0.7 ± 2.5", "3")}
+    assert lines[0].startswith("Each variant minus `TH`")
+    with pytest.raises(ValueError, match="NoSuch"):
+        cli._paired_differences([], preset._replace(baselines=(("NoSuch", ("TH",)),)))
 
 
 def test_run_state_follows_marker_checkpoint_and_final_model(tmp_path):
@@ -292,7 +454,10 @@ def reproduced(tmp_path_factory, datasets_root):
                                      stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 deadline = time.time() + 900
-                while not (killed_run / "last_checkpoint").exists():
+                # after epoch 1's checkpoint and its metrics.json record (written after the checkpoint: a kill
+                # between the two would leave the epoch without its record), i.e. during epoch 2
+                while not ((killed_run / "last_checkpoint").exists() and (killed_run / "metrics.json").exists()
+                           and (killed_run / "metrics.json").stat().st_size > 0):
                     assert first.poll() is None, (out / "first_invocation.log").read_text()[-3000:]
                     assert time.time() < deadline, "no checkpoint after 15 minutes"
                     time.sleep(0.1)
@@ -329,7 +494,8 @@ def test_report_has_the_papers_and_the_measured_columns(reproduced):
             assert 0.0 <= float(row[ours]) <= 100.0
         assert float(row["wall_time_s"]) > 1.0
     report = (out / "REPORT.md").read_text()
-    assert "| config | paper mAP | paper R1 | mAP | R1 | mINP | Δ mAP | Δ R1 |" in report
+    assert ("| config | source | published as | published mAP | published R1 | mAP | R1 | mINP | Δ mAP | Δ R1 |"
+            in report)
     assert "`BoT_TH`" in report and "`BoT_HNEWTH`" in report and "map_vs_paper.png" in report
 
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env python
-"""Reproduce the paper's table: train every (config, dataset) run, then compare with the paper.
+"""Reproduce the paper's table, or the loss zoo's: train every (config, dataset) run, then compare with the
+published numbers.
 
     python tools/reproduce.py                                     # the 16 configs on Market1501 and DukeMTMC
     python tools/reproduce.py --configs projects/BoT_TH.yml projects/BoT_HNEWTH.yml --datasets DukeMTMC
     python tools/reproduce.py --dry-run                           # print the commands (e.g. for a cluster)
     python tools/reproduce.py --report-only                       # report on the runs that are there
     python tools/reproduce.py --preset synth                      # TH vs HNEWTH on SynthReID, 3 seeds, CPU
+    python tools/reproduce.py --preset zoo                        # the 22 zoo configs on SynthReID, 3 seeds
+    python tools/reproduce.py --report-only --datasets Market1501 --configs projects/zoo/*.yml  # published
 
 Run it from the root of the checkout: the paper's configs and the presets' are read from ``projects/`` in
 the current folder (``--projects DIR`` otherwise). Each run trains with ``python -m fastreid_ewth.train``

@@ -73,7 +73,10 @@ def registry_names(registry):
 
 
 def registered_datasets():
-    """Sorted names of the datasets in fastreid's ``DATASET_REGISTRY`` (see :func:`registry_names`)."""
+    """Sorted names of the datasets in fastreid's ``DATASET_REGISTRY``.
+
+    Relies on: what :func:`registry_names` relies on.
+    """
     from fastreid.data.datasets import DATASET_REGISTRY
 
     return registry_names(DATASET_REGISTRY)

@@ -3,7 +3,8 @@
 Every method it changes of fastreid's ``DefaultTrainer``, and which layer changes it:
 
 ================================  =====================================================================
-``__init__``                      recipe: device fallback, sampler check, epoch warm-up, centre optimizer;
+``__init__``                      recipe: device fallback, sampler check, epoch warm-up, centre optimizer,
+                                  a one-loss run's term logged by name;
                                   reliability: ``training_state`` checkpointed, non-finite-loss guard
 ``checkpointer``                  reliability: every checkpoint written atomically
 ``build_model``                   recipe: device fallback

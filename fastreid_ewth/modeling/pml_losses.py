@@ -43,13 +43,14 @@ class _LibraryLoss(ReidLoss):
 
     reads = ("feature", "labels")
     identity_batches = True
-    miner = None
 
     def compute(self, feature, labels):
         with autocast_disabled(feature.device.type):
             feature = feature.float()
-            if self.miner is not None:
-                return self.loss(feature, labels, self.miner(feature, labels))
+            # a submodule lives in nn.Module's _modules: a class attribute of the same name would shadow it
+            miner = getattr(self, "miner", None)
+            if miner is not None:
+                return self.loss(feature, labels, miner(feature, labels))
             return self.loss(feature, labels)
 
 

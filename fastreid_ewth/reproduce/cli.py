@@ -1,5 +1,5 @@
 """Command line of ``tools/reproduce.py`` (also ``python -m fastreid_ewth.reproduce``): run the paper's table
-(or a preset), then report and plot.
+(or a preset, or any configs), then report and plot next to the published numbers (``paper``).
 
 Every training is ``python -m fastreid_ewth.train`` in a process of its own (see ``runner``). The config
 files are the user's: ``--configs`` paths, or for the paper's 16 and the presets the files of a ``projects/``
@@ -29,7 +29,8 @@ def build_parser(prog="tools/reproduce.py"):
         prog=prog,
         description="Train a set of project configs on a set of datasets (one OUTPUT_DIR per run; finished runs "
                     "are skipped, interrupted ones resumed), then write REPORT.md, report.csv, runs.csv and PNG "
-                    "plots with the paper's numbers next to the measured ones.",
+                    "plots with the published numbers (the EWTH paper's, or for the loss zoo's configs their "
+                    "codebases') next to the measured ones.",
         epilog="Example: tools/reproduce.py --configs projects/BoT_TH.yml projects/BoT_HNEWTH.yml "
                "--datasets Market1501 --output logs/repro --opts SOLVER.IMS_PER_BATCH 64")
     p.add_argument("--configs", nargs="+", metavar="YML",
@@ -43,13 +44,16 @@ def build_parser(prog="tools/reproduce.py"):
                    help="one run per seed (SEED N, after --opts), reported as mean ± std; default: one run with "
                         "the config's SEED")
     p.add_argument("--output", metavar="DIR", help="output folder (default: logs/reproduce; --preset synth: "
-                                                   "logs/compare); runs go to DIR/<dataset>/<config>[-seedN]")
+                                                   "logs/compare, zoo: logs/zoo); runs go to "
+                                                   "DIR/<dataset>/<config>[-seedN]")
     p.add_argument("--preset", choices=sorted(PRESETS), help="a predefined set of runs (synth: TH vs HNEWTH on "
-                                                             "SynthReID, 3 seeds, CPU-sized)")
+                                                             "SynthReID; zoo: the loss zoo's 22 configs "
+                                                             "projects/zoo/*.yml on SynthReID, small backbone; "
+                                                             "both 3 seeds, CPU-sized)")
     p.add_argument("--num-gpus", type=int, default=1, help="passed to every training (python -m "
                                                               "fastreid_ewth.train --num-gpus N)")
     p.add_argument("--jobs", type=int, metavar="N",
-                   help="trainings at once (default 1; --preset synth: 2), each with OMP_NUM_THREADS = cores / N "
+                   help="trainings at once (default 1; --preset synth, zoo: 2), each with OMP_NUM_THREADS = cores / N "
                         "unless OMP_NUM_THREADS is set. For CPU machines: parallel runs share the same GPUs")
     p.add_argument("--dry-run", action="store_true", help="print the training commands and exit")
     p.add_argument("--report-only", action="store_true", help="train nothing; report on what is there")
@@ -122,27 +126,51 @@ def build_specs(args):
     return specs, output, preset
 
 
+def _baseline_groups(preset):
+    """``((baseline, (config, ...)), ...)``: the preset's ``baselines``, or without them every config against
+    the first."""
+    names = [name for name, _, _ in preset.configs]
+    if not preset.baselines:
+        return ((names[0], tuple(names[1:])),)
+    for base, compared in preset.baselines:
+        unknown = [n for n in (base,) + tuple(compared) if n not in names]
+        if unknown:
+            raise ValueError("preset baselines name configs the preset does not have: {}".format(unknown))
+    return tuple((base, tuple(compared)) for base, compared in preset.baselines)
+
+
 def _paired_differences(results, preset):
-    """Mean ± std over seeds of (variant − first variant), paired by seed, per dataset -> markdown lines."""
-    base = preset.configs[0][0]
-    lines = ["Each variant minus `{}`, paired by seed (a seed gives both variants the same initial weights and the "
-             "same batches); mean ± std over the seeds both finished.".format(base), "",
-             "| dataset | variant | Δ mAP | Δ R1 | seeds |", "|---|---|---:|---:|---:|"]
+    """Mean ± std over seeds of (config − its baseline), paired by seed, per dataset -> markdown lines.
+
+    The baselines are the preset's ``baselines`` (each listed config against its group's baseline);
+    a preset without them compares every config with its first.
+    """
+    groups = _baseline_groups(preset)
+    if preset.baselines:
+        intro = "Each config minus its group's baseline ({}; the `baseline` column)".format(
+            ", ".join("`{}` for {} configs".format(base, len(compared)) for base, compared in groups))
+    else:
+        intro = "Each variant minus `{}`".format(groups[0][0])
+    lines = [intro + ", paired by seed (a seed gives both runs the same initial weights and the same batches); "
+             "mean ± std over the seeds both finished.", "",
+             "| dataset | config | baseline | Δ mAP | Δ R1 | seeds |", "|---|---|---|---:|---:|---:|"]
     by_key = {(r.spec.dataset, r.spec.name, r.spec.seed): r for r in results if r.mAP is not None}
     for dataset in dict.fromkeys(r.spec.dataset for r in results):
-        for name, _, _ in preset.configs[1:]:
-            pairs = [(by_key[(dataset, name, s)], by_key[(dataset, base, s)]) for s in _seeds(results)
-                     if (dataset, name, s) in by_key and (dataset, base, s) in by_key]
-            cells = []
-            for attr in ("mAP", "rank1"):
-                diffs = [getattr(a, attr) - getattr(b, attr) for a, b in pairs]
-                if not diffs:
-                    cells.append("–")
-                elif len(diffs) == 1:
-                    cells.append("{:+.1f}".format(diffs[0]))
-                else:
-                    cells.append("{:+.1f} ± {:.1f}".format(statistics.fmean(diffs), statistics.stdev(diffs)))
-            lines.append("| {} | `{}` | {} | {} | {} |".format(dataset, name, cells[0], cells[1], len(pairs)))
+        for base, compared in groups:
+            for name in compared:
+                pairs = [(by_key[(dataset, name, s)], by_key[(dataset, base, s)]) for s in _seeds(results)
+                         if (dataset, name, s) in by_key and (dataset, base, s) in by_key]
+                cells = []
+                for attr in ("mAP", "rank1"):
+                    diffs = [getattr(a, attr) - getattr(b, attr) for a, b in pairs]
+                    if not diffs:
+                        cells.append("–")
+                    elif len(diffs) == 1:
+                        cells.append("{:+.1f}".format(diffs[0]))
+                    else:
+                        cells.append("{:+.1f} ± {:.1f}".format(statistics.fmean(diffs), statistics.stdev(diffs)))
+                lines.append("| {} | `{}` | `{}` | {} | {} | {} |".format(dataset, name, base, cells[0], cells[1],
+                                                                     len(pairs)))
     return lines
 
 
@@ -178,9 +206,19 @@ def make_report(specs, output, preset=None):
     common = _common_opts(specs)
     if common:
         notes.append("Overrides passed to every run: `{}`.".format(" ".join(common)))
-    write_report(results, output, title=preset.title if preset else "Reproduction of the paper's table",
+    if preset is not None:
+        title = preset.title
+    elif all(s.name in PAPER_CONFIGS and s.name == _stem(s.config_file) for s in specs):
+        title = "Reproduction of the paper's table"
+    else:
+        title = "Measured vs published results"
+    write_report(results, output, title=title,
                  notes=notes, plots=plots, extra_sections=extra)
     return rows, results
+
+
+def _stem(path):
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def _common_opts(specs):

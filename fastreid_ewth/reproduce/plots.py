@@ -1,6 +1,7 @@
 """PNG plots of a reproduction (matplotlib's Agg renderer: no display needed).
 
-- :func:`plot_summary`: measured vs paper mAP and Rank-1 per config, grouped bars, one panel per dataset.
+- :func:`plot_summary`: measured vs published mAP and Rank-1 per config, grouped bars, one panel per dataset;
+  the published bars are coloured by their source (the EWTH paper or one of the loss zoo's codebases).
 - :func:`plot_run_curves`: one run's training curves from its ``metrics.json``: every loss term, mAP /
   Rank-1 across its evaluations, and the mining diagnostics (``diag/*``).
 
@@ -15,15 +16,19 @@ from matplotlib.figure import Figure
 
 from ..files import DIAGNOSTICS_PREFIX, LOG_TXT, atomic_write
 from .metrics import evaluations, final_evaluation, scalar_curves
+from .paper import SOURCES
 
 __all__ = ["plot_summary", "plot_run_curves"]
 
 # shares in [0, 1], plotted apart from the distances
 _FRACTIONS = tuple(DIAGNOSTICS_PREFIX + name for name in ("hinge_active", "ew_kept"))
+# published bars, one colour per source (paper.SOURCES order); a source the table gains later gets the last
+_SOURCE_COLOURS = ("tab:gray", "tab:orange", "tab:green", "tab:purple")
 
 
 def plot_summary(rows, path):
-    """Grouped bars, measured (mean ± std over seeds) next to the paper, mAP (top) and Rank-1 (bottom).
+    """Grouped bars, measured (mean ± std over seeds) next to the published numbers (coloured and named in
+    the legend by each row's source), mAP (top) and Rank-1 (bottom).
 
     Args:
         rows: report rows (``report.aggregate``), any number of datasets.
@@ -57,8 +62,11 @@ def plot_summary(rows, path):
                 _label(ax, i - shift, value, error, "no result")
             if has_paper:
                 values = [getattr(r, paper) for r in dataset_rows]
-                handles["paper (ResNet-50)"] = ax.bar([i + shift for i in x], [v or 0.0 for v in values], width,
-                                                      color="tab:gray")
+                for source in dict.fromkeys(r.source for r in dataset_rows if getattr(r, paper) is not None):
+                    index = [i for i, r in enumerate(dataset_rows) if r.source == source and getattr(r, paper)
+                             is not None]
+                    handles["published: {} (ResNet-50)".format(source)] = ax.bar(
+                        [i + shift for i in index], [values[i] for i in index], width, color=_source_colour(source))
                 for i, value in enumerate(values):
                     _label(ax, i + shift, value, 0.0, "")
             ax.set_xticks(x)
@@ -128,6 +136,11 @@ def plot_run_curves(records, run_dir, dataset, title, path):
     fig.tight_layout()
     _save(fig, path)
     return path
+
+
+def _source_colour(source):
+    names = list(SOURCES)
+    return _SOURCE_COLOURS[min(names.index(source), len(_SOURCE_COLOURS) - 1) if source in names else -1]
 
 
 def _label(ax, x, value, error, missing):

@@ -1,8 +1,10 @@
-"""``REPORT.md``, ``report.csv`` and ``runs.csv`` of a reproduction: the paper's numbers next to ours.
+"""``REPORT.md``, ``report.csv`` and ``runs.csv`` of a reproduction: the published numbers next to ours.
 
 One row per (config, dataset) in ``report.csv`` / REPORT.md: with several seeds, measured values are
 the mean over the finished runs with the sample standard deviation next to them. ``runs.csv`` has
-one row per run (seed).
+one row per run (seed). A row's published numbers are those of whichever source of ``paper_table.csv``
+has its config (the EWTH paper, or one of the loss zoo's two codebases; see ``paper``), named in its
+``source`` column; ``paper_mAP`` / ``paper_R1`` keep their names whatever the source.
 """
 import csv
 import datetime
@@ -13,14 +15,16 @@ from typing import NamedTuple, Optional
 
 from ..files import LOG_TXT, METRICS_JSON
 from .metrics import final_evaluation, read_metrics
-from .paper import paper_result
+from .paper import SOURCES, config_source, paper_result, source_datasets
 from .runner import read_marker, run_state
 
 __all__ = ["RunResult", "collect", "aggregate", "write_report", "REPORT_COLUMNS"]
 
-#: Columns of report.csv.
-REPORT_COLUMNS = ("config", "dataset", "paper_mAP", "paper_R1", "mAP", "R1", "mINP", "diff_mAP", "diff_R1",
-                  "mAP_std", "R1_std", "mINP_std", "runs", "finished", "status", "wall_time_s", "config_file")
+#: Columns of report.csv. ``paper_mAP`` / ``paper_R1`` are the published numbers of the row's ``source``
+#: (named before the loss zoo's sources joined the EWTH paper's).
+REPORT_COLUMNS = ("config", "dataset", "source", "published_method", "paper_mAP", "paper_R1", "mAP", "R1", "mINP",
+                  "diff_mAP", "diff_R1", "mAP_std", "R1_std", "mINP_std", "runs", "finished", "status",
+                  "wall_time_s", "config_file")
 RUN_COLUMNS = ("config", "dataset", "seed", "state", "mAP", "R1", "mINP", "source", "wall_time_s", "attempts",
                "resumed", "output_dir")
 
@@ -56,7 +60,9 @@ class Row(NamedTuple):
     config: str
     config_file: str
     dataset: str
-    paper_mAP: Optional[float]
+    source: Optional[str]  # where paper_mAP / paper_R1 come from (paper.SOURCES), None without them
+    published_method: Optional[str]  # the row's name in that source, e.g. "Softmax+Triplet loss"
+    paper_mAP: Optional[float]  # published by ``source``
     paper_R1: Optional[float]
     mAP: Optional[float]
     R1: Optional[float]
@@ -67,7 +73,8 @@ class Row(NamedTuple):
     runs: int  # runs planned
     finished: int  # runs with measured numbers
     wall_time_s: Optional[float]  # mean over the finished runs that recorded one
-    status: str  # "finished", "interrupted", "not run", or "k/n finished" for several seeds
+    # "finished", "interrupted", "not run" (also: several seeds, none started), or "k/n finished" for several seeds
+    status: str
 
     @property
     def diff_mAP(self):
@@ -106,13 +113,16 @@ def aggregate(results):
         m_r1, s_r1 = _mean_std([r.rank1 for r in done])
         m_inp, s_inp = _mean_std([r.mINP for r in done])
         wall, _ = _mean_std([r.wall_time_s for r in done])
-        if len(runs) > 1:
+        if len(runs) > 1 and not done and all(r.state == "fresh" for r in runs):
+            status = "not run"
+        elif len(runs) > 1:
             status = "{}/{} finished".format(len(done), len(runs))
         elif done:
             status = "finished"
         else:
             status = _STATUS.get(runs[0].state, "no result")
-        rows.append(Row(name, runs[0].spec.config_file, dataset, paper.mAP if paper else None,
+        rows.append(Row(name, runs[0].spec.config_file, dataset, paper.source if paper else None,
+                        paper.method if paper else None, paper.mAP if paper else None,
                         paper.rank1 if paper else None, m_map, m_r1, m_inp, s_map, s_r1, s_inp, len(runs),
                         len(done), wall, status))
     return rows
@@ -179,11 +189,12 @@ def write_runs_csv(results, path):
 def markdown_table(rows):
     """The per-dataset results table of REPORT.md (one dataset's rows) -> markdown lines."""
     seeds = any(row.runs > 1 for row in rows)
-    head = ["config", "paper mAP", "paper R1", "mAP", "R1", "mINP", "Δ mAP", "Δ R1", "status",
-            "wall time" + (" / run" if seeds else "")]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    head = ["config", "source", "published as", "published mAP", "published R1", "mAP", "R1", "mINP", "Δ mAP",
+            "Δ R1", "status", "wall time" + (" / run" if seeds else "")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
     for row in rows:
-        cells = ["`{}`".format(row.config), _num(row.paper_mAP), _num(row.paper_R1),
+        cells = ["`{}`".format(row.config), row.source or "", row.published_method or "", _num(row.paper_mAP),
+                 _num(row.paper_R1),
                  _pm(row.mAP, row.mAP_std), _pm(row.R1, row.R1_std), _pm(row.mINP, row.mINP_std),
                  _signed(row.diff_mAP), _signed(row.diff_R1), row.status, format_duration(row.wall_time_s)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -223,7 +234,7 @@ def write_report(results, output, title="Reproduction report", notes=(), plots=N
     for note in notes:
         lines += [note, ""]
     lines += ["Measured numbers are the last evaluation of each run (mAP, Rank-1 and mINP in %); Δ = measured − "
-              "paper. The paper's numbers (NeurIPS 2020, ResNet-50) exist for Market1501 and DukeMTMC only.", ""]
+              "published. " + _sources_note(rows), ""]
     from_log = sum(1 for r in results if r.source == LOG_TXT)
     if from_log:
         lines += ["{} of the runs' final numbers come from the results table in their `{}` (2 decimals): "
@@ -233,14 +244,15 @@ def write_report(results, output, title="Reproduction report", notes=(), plots=N
         dataset_rows = [row for row in rows if row.dataset == dataset]
         lines += ["## {}".format(dataset), ""]
         if all(row.paper_mAP is None for row in dataset_rows):
-            lines += ["The paper reports no numbers on {}: its columns are blank.".format(dataset), ""]
+            lines += ["No source has published numbers on {} for these configs: the published columns are "
+                      "blank.".format(dataset), ""]
         lines += markdown_table(dataset_rows) + [""]
     for heading, body in extra_sections:
         lines += ["## {}".format(heading), ""] + list(body) + [""]
     if plots:
         lines += ["## Plots", ""]
         if plots.get("summary"):
-            lines += ["![measured vs paper mAP]({})".format(plots["summary"]), ""]
+            lines += ["![measured vs published mAP and Rank-1]({})".format(plots["summary"]), ""]
         for path in plots.get("curves", ()):
             lines.append("- [{}]({})".format(os.path.splitext(os.path.basename(path))[0], path))
         lines.append("")
@@ -248,6 +260,17 @@ def write_report(results, output, title="Reproduction report", notes=(), plots=N
     with open(os.path.join(output, "REPORT.md"), "w") as f:
         f.write("\n".join(lines))
     return rows
+
+
+def _sources_note(rows):
+    """Which sources the published columns come from, with their setting and datasets -> one sentence."""
+    sources = [source for source in dict.fromkeys(
+        config_source(row.config_file) for row in rows if row.config == _stem(row.config_file)) if source]
+    if not sources:
+        return ("No config here has published numbers: `paper_table.csv` has those of {} (each for its own "
+                "project configs).".format(", ".join(SOURCES)))
+    return "Published numbers, by the row's source: {}.".format("; ".join(
+        "{} ({}; on {})".format(source, SOURCES[source], ", ".join(source_datasets(source))) for source in sources))
 
 
 def _ordered(items, order):
