@@ -120,7 +120,8 @@ def test_center_optimizer_is_checkpointed_and_restored(tmp_path, datasets_root):
     resumed.resume_or_load(resume=True)
     assert resumed.start_epoch == 1
     assert resumed.center_optimizer.param_groups[0]["lr"] == 0.123
-    assert torch.equal(resumed.model.loss_modules["CenterLoss"].centers, trainer.model.loss_modules["CenterLoss"].centers)
+    centers = resumed.model.loss_modules["CenterLoss"].centers
+    assert torch.equal(centers, trainer.model.loss_modules["CenterLoss"].centers)
 
 
 class _FakeStorage:

@@ -433,7 +433,8 @@ def main():
                         help="zoo: a timed block lasts about this long when --calls is not given")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads (default: 1 for zoo, which times per-call overhead; torch's choice for ewth)")
+                        help="torch threads (default: 1 for zoo, which times per-call overhead; torch's choice for "
+                             "ewth)")
     parser.add_argument("--profile", action="store_true", help="ewth: also print a torch.profiler table for HNEWTH")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
