@@ -464,3 +464,13 @@ def test_a_loss_registered_outside_the_repository_trains_by_name(tmp_path, datas
     assert "mAP" in (out / "log.txt").read_text()  # evaluated (fastreid's last evaluation is not in metrics.json)
     config = (out / "config.yaml").read_text()
     assert "SPREAD" in config and "MARGIN: 0.8" in config
+
+
+def test_the_registry_checks_only_ewthbaselines_names():
+    from fastreid_ewth.engine.setup import _check_losses
+
+    cfg = cfg_with(("CrossEntropyLoss", "SomeOtherProjectsLoss"))
+    with pytest.raises(ValueError, match="'SomeOtherProjectsLoss' is not a registered loss"):
+        _check_losses(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "SomeOtherProjectsArch"  # its own meta-architecture checks its own names
+    _check_losses(cfg)

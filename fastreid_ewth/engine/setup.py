@@ -79,7 +79,7 @@ def _check_losses(cfg):
             raise ValueError("MODEL.LOSSES.NAME {}: fastreid's Baseline computes only {} and silently ignores {}; "
                              "set MODEL.META_ARCHITECTURE EWTHBaseline to train any registered loss".format(
                                  names, ", ".join(FASTREID_LOSSES), unknown))
-    else:
+    elif arch == "EWTHBaseline":  # another project's meta-architecture checks its own
         check_loss_configs(cfg)  # names registered, their config nodes valid
 
 
