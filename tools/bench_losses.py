@@ -8,7 +8,8 @@ a busy machine slows every loss alike; medians over the rounds.
 builds it, called as ``EWTHBaseline`` calls it (``entry(*reads)``, terms summed), next to what it wraps
 called bare with the same arguments: fastreid's loss function, pytorch-metric-learning's loss object
 (with its miner, the same class weights), and for our own losses the nearest implementation
-(EWTHLoss: fastreid's batch-hard ``triplet_loss``; CenterLoss: the formula in plain torch, a floor).
+(EWTHLoss, timed as its TH variant: fastreid's batch-hard ``triplet_loss``, the same loss; CenterLoss:
+the formula in plain torch, a floor).
 Each entry and its reference run back to back, in a random order, and the ratio is the median over
 rounds of ours/reference. PASS within a ratio of 1.5; the exit status is 1 when any loss fails.
 
