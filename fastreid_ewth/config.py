@@ -1,5 +1,6 @@
 """Config keys added by fastreid_ewth (``add_ewth_config``)."""
 from . import modeling  # noqa: F401  (registers this package's losses)
+from .data.own import add_own_data_config
 from .modeling.registry import add_loss_configs
 
 
@@ -14,6 +15,10 @@ def add_ewth_config(cfg):
     # TRI, CIRCLE, COSFACE) keep fastreid's defaults. Losses registered later by another project get
     # their nodes when the next config is built.
     add_loss_configs(cfg)
+
+    # your own data from YAML: DATASETS.FOLDER.ROOT (ReidFolder, a Market1501-layout folder) and
+    # DATASETS.LIST.TRAIN/QUERY/GALLERY/IMAGE_ROOT (ReidList, 'path, pid, camid' list files)
+    add_own_data_config(cfg)
 
     if "WARMUP_EPOCHS" not in cfg.SOLVER:
         # Linear warm-up measured in epochs, whatever the dataset size. When > 0 (EWTHTrainer only) it

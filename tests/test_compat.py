@@ -234,3 +234,42 @@ def test_distributed_data_parallel_on_cpu_with_fastreids_device_ids():
         assert torch.allclose(model.module.weight, before - 0.1 * 4)
     finally:
         dist.destroy_process_group()
+
+
+def test_flip_test_feature_is_the_mean_of_the_image_and_its_mirror(tmp_path):
+    # Relies on: fastreid's inference_on_dataset flips inputs["images"] after the first forward pass and
+    # Baseline.preprocess_image normalising that same tensor (in place before the patch)
+    from fastreid.evaluation.evaluator import DatasetEvaluator, inference_on_dataset
+    from fastreid.modeling.meta_arch import build_model
+
+    assert "preprocess_in_place" in compat.describe()
+    cfg = stock_baseline_cfg(str(tmp_path))
+    cfg.MODEL.HEADS.NUM_CLASSES = 4
+    model = build_model(cfg).eval()
+    images = torch.rand(3, 3, 64, 32, generator=torch.Generator().manual_seed(0)) * 255
+
+    class Keep(DatasetEvaluator):
+        def reset(self):
+            self.outputs = []
+
+        def process(self, inputs, outputs):
+            self.outputs.append(outputs)
+
+        def evaluate(self):
+            return {}
+
+    class Loader(list):
+        dataset = [None] * 3
+
+    keep = Keep()
+    inference_on_dataset(model, Loader([{"images": images.clone()}]), keep, flip_test=True)
+    with torch.no_grad():
+        plain = model(images.clone())
+        mirror = model(images.flip(dims=[3]))
+        assert torch.equal(model({"images": images.clone()}), plain)  # dict and tensor inputs alike
+    # each pass sees the image normalised once: the mean of the two features, not of a twice-normalised mirror
+    torch.testing.assert_close(keep.outputs[0], (plain + mirror) / 2, rtol=0, atol=1e-6)
+    x = images.clone()
+    with torch.no_grad():
+        model(x)
+    assert torch.equal(x, images)  # the caller's batch is left as it was

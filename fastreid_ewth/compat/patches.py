@@ -203,6 +203,33 @@ def _patch_read_image_names_file():
     _record("read_image_names_file", "OSError: image file is truncated (no file name) from a loader worker")
 
 
+def _patch_preprocess_in_place():
+    """Flip test (``TEST.FLIP.ENABLED``) averages the feature of the image with that of a *twice*-normalised
+    mirror image, and any caller's input batch comes back changed.
+
+    ``Baseline.preprocess_image`` normalises ``batched_inputs["images"]`` in place, so when fastreid's
+    ``inference_on_dataset`` then flips ``inputs["images"]`` for the second pass, it flips the normalised
+    batch, which is normalised again. We normalise into a new tensor: the same values for the first pass,
+    the mirror image's real feature for the second, and inputs left as they were.
+    """
+    from fastreid.modeling.meta_arch.baseline import Baseline
+
+    import torch
+
+    def preprocess_image(self, batched_inputs):
+        if isinstance(batched_inputs, dict):
+            images = batched_inputs["images"]
+        elif isinstance(batched_inputs, torch.Tensor):
+            images = batched_inputs
+        else:
+            raise TypeError("batched_inputs must be a dict with 'images' or a tensor, got {}".format(
+                type(batched_inputs).__name__))
+        return (images - self.pixel_mean) / self.pixel_std
+
+    Baseline.preprocess_image = preprocess_image
+    _record("preprocess_in_place", "flip test normalises the mirrored batch twice (inputs changed in place)")
+
+
 def _patch_ddp_on_cpu():
     """``ValueError: DistributedDataParallel device_ids and output_device arguments only work with
     single-device/multiple-device GPU modules or CPU modules, but got device_ids [0], output_device None, and
@@ -291,6 +318,7 @@ def apply():
     _patch_checkpoint_weights_only()
     _patch_pretrained_download()
     _patch_read_image_names_file()
+    _patch_preprocess_in_place()
     _patch_ddp_on_cpu()
     # fastreid's ToTensor builds every image through torch.ByteStorage, which torch >= 2 reports as
     # deprecated from each loader worker; the call still works, the message only buries the logs.

@@ -10,7 +10,7 @@ from .trainer import EWTHTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_checkpoint", "load_matching_weights"]
+__all__ = ["evaluate_checkpoint", "load_matching_weights", "load_trained_model"]
 
 
 def _classifier_rows(state_dict):
@@ -59,11 +59,12 @@ def load_matching_weights(model, path, state=None):
     logger.info("Loaded %d tensors from %s", len(own), path)
 
 
-def evaluate_checkpoint(cfg):
-    """Build the model of ``cfg``, load ``cfg.MODEL.WEIGHTS`` and return the evaluation results.
+def load_trained_model(cfg):
+    """The model of ``cfg`` with the weights of ``cfg.MODEL.WEIGHTS``, in eval mode: what ``--eval-only`` tests.
 
-    An empty ``MODEL.WEIGHTS`` evaluates the untrained (randomly initialised) model, which gives the
-    chance-level baseline of a dataset; a path that does not exist is an error.
+    An empty ``MODEL.WEIGHTS`` gives the untrained (randomly initialised) model, which gives the chance-level
+    baseline of a dataset; a path that does not exist is an error. Returns ``(cfg, model)``: the config as
+    the model was built (ImageNet download off, the classifier sized like the checkpoint's).
     """
     cfg = cfg.clone()
     cfg.defrost()
@@ -77,7 +78,7 @@ def evaluate_checkpoint(cfg):
                 "`--eval-only MODEL.WEIGHTS <OUTPUT_DIR>/{}`.".format(weights, MODEL_FINAL))
         state = _read_state_dict(weights)
     else:
-        logger.warning("MODEL.WEIGHTS is empty: evaluating an untrained, randomly initialised model.")
+        logger.warning("MODEL.WEIGHTS is empty: using an untrained, randomly initialised model.")
     if cfg.MODEL.HEADS.NUM_CLASSES == 0:
         # the classifier (and center loss) is not used at test time: size it like the checkpoint's so
         # that it loads, with at least one row so that every loss module can be built
@@ -87,4 +88,11 @@ def evaluate_checkpoint(cfg):
     model = EWTHTrainer.build_model(cfg)
     if weights:
         load_matching_weights(model, weights, state)
+    return cfg, model.eval()
+
+
+def evaluate_checkpoint(cfg):
+    """Build the model of ``cfg``, load ``cfg.MODEL.WEIGHTS`` and return the evaluation results
+    (see :func:`load_trained_model`)."""
+    cfg, model = load_trained_model(cfg)
     return EWTHTrainer.test(cfg, model)

@@ -10,8 +10,9 @@ What it changes, and why:
   (:mod:`fastreid_ewth.modeling.center_loss`).
 - A run that trains a single loss logs its term under its own name too (fastreid logs only ``total_loss``
   then), so every loss's term is in ``metrics.json`` and tensorboard.
-- Evaluation: the exact evaluator of :mod:`fastreid_ewth.evaluation`, which never compiles anything, with
-  test loaders sized to the machine's cores.
+- Data: datasets built by :func:`fastreid_ewth.data.build_dataset`, so that your own folder or list files
+  (``ReidFolder``, ``ReidList``) are read from their config keys; test loaders sized to the machine's cores.
+- Evaluation: the exact evaluator of :mod:`fastreid_ewth.evaluation`, which never compiles anything.
 
 Reliability (atomic checkpoints, exact resume, the non-finite-loss guard) is a separate layer,
 :class:`fastreid_ewth.reliability.ReliableTraining`; :class:`fastreid_ewth.engine.EWTHTrainer` is the two
@@ -20,12 +21,13 @@ together.
 import logging
 import os
 
-from fastreid.data import build_reid_test_loader
+from fastreid.data import build_reid_test_loader, build_reid_train_loader
 from fastreid.engine import DefaultTrainer
 from fastreid.utils import comm
 from fastreid.utils.events import get_event_storage
 
 from .. import compat
+from ..data import build_test_set, build_train_set
 from ..evaluation import ExactReidEvaluator
 from ..modeling.center_loss import CenterLossOptimizer, center_loss_of
 from .schedule import build_epoch_scheduler, warmup_iters
@@ -33,9 +35,9 @@ from .setup import check_identity_sampler, log_to_output_dir, resolve_device
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RecipeTrainer", "available_cores"]
+__all__ = ["RecipeTrainer", "available_cores", "test_loader"]
 
-# fastreid's test loader always starts 4 workers
+# the workers of fastreid's test loader
 _TEST_WORKERS = 4
 
 
@@ -45,6 +47,16 @@ def available_cores():
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def test_loader(cfg, test_set, num_query):
+    """``(loader, num_query)``: fastreid's test loader of ``test_set`` in ``TEST.IMS_PER_BATCH`` batches.
+
+    fastreid's always starts 4 workers; more than there are cores only adds processes (and torch's warning
+    about them).
+    """
+    return build_reid_test_loader(test_set=test_set, test_batch_size=cfg.TEST.IMS_PER_BATCH, num_query=num_query,
+                                  num_workers=min(_TEST_WORKERS, available_cores()))
 
 
 def _log_single_term(loss_dict):
@@ -95,15 +107,13 @@ class RecipeTrainer(DefaultTrainer):
         return build_epoch_scheduler(cfg, optimizer, iters_per_epoch)
 
     @classmethod
+    def build_train_loader(cls, cfg):
+        logger.info("Prepare training set")
+        return build_reid_train_loader(cfg, train_set=build_train_set(cfg))
+
+    @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        data_loader, num_query = super().build_test_loader(cfg, dataset_name)
-        workers = min(_TEST_WORKERS, available_cores())
-        if workers != data_loader.num_workers:
-            # more workers than cores only adds processes (and torch's warning about them)
-            data_loader, num_query = build_reid_test_loader(
-                test_set=data_loader.dataset, test_batch_size=cfg.TEST.IMS_PER_BATCH, num_query=num_query,
-                num_workers=workers)
-        return data_loader, num_query
+        return test_loader(cfg, *build_test_set(cfg, dataset_name))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):

@@ -20,12 +20,13 @@ from fastreid.utils.env import seed_all_rng
 
 from .. import compat
 from ..config import add_ewth_config
+from ..data import build_dataset, named_by_config, require_split
 from ..files import LOG_TXT, MODEL_FINAL
 from ..modeling.registry import check_loss_configs, loss_entry
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["setup_cfg", "validate_run", "resolve_device", "log_to_output_dir", "check_identity_sampler",
+__all__ = ["load_cfg", "setup_cfg", "validate_run", "resolve_device", "log_to_output_dir", "check_identity_sampler",
            "FASTREID_LOSSES", "DATASET_LAYOUTS", "IDENTITY_SAMPLERS"]
 
 IDENTITY_SAMPLERS = ("NaiveIdentitySampler", "BalancedIdentitySampler", "SetReWeightSampler")
@@ -42,6 +43,7 @@ DATASET_LAYOUTS = {
 }
 
 
+
 def validate_run(cfg, world_size=1, eval_only=False):
     """Raise ``ValueError`` / ``FileNotFoundError`` for the first bad input of the run ``cfg`` describes."""
     _check_device(cfg.MODEL.DEVICE)
@@ -50,16 +52,11 @@ def validate_run(cfg, world_size=1, eval_only=False):
     if not eval_only:
         check_identity_sampler(cfg, world_size)
         for name in cfg.DATASETS.NAMES:
-            data = _load_dataset(name)
-            if not data.train:
-                raise ValueError("DATASETS.NAMES: {} has no training images under {}".format(
-                    name, compat.datasets_root()))
+            require_split(_load_dataset(cfg, name), name, "train", "DATASETS.NAMES")
     for name in cfg.DATASETS.TESTS:
-        data = _load_dataset(name)
+        data = _load_dataset(cfg, name)
         for split in ("query", "gallery"):
-            if not getattr(data, split):
-                raise ValueError("DATASETS.TESTS: the {} set of {} is empty (looked under {}); evaluation needs "
-                                 "query and gallery images".format(split, name, compat.datasets_root()))
+            require_split(data, name, split, "DATASETS.TESTS")
 
 
 def _check_device(device):
@@ -89,23 +86,17 @@ def _check_weights_path(weights):
                                 "`MODEL.WEIGHTS <OUTPUT_DIR>/{}`, or leave it empty.".format(weights, MODEL_FINAL))
 
 
-def _load_dataset(name):
-    from fastreid.data.datasets import DATASET_REGISTRY
-
+def _load_dataset(cfg, name):
     try:
-        dataset_cls = DATASET_REGISTRY.get(name)
-    except KeyError:
-        raise ValueError("dataset {!r} is not registered; registered datasets: {}".format(
-            name, ", ".join(compat.registered_datasets()))) from None
-    try:
-        return dataset_cls(root=compat.datasets_root())
+        return build_dataset(cfg, name)
     except (RuntimeError, FileNotFoundError) as e:
+        if named_by_config(name):  # its errors name the config key and the path already
+            raise
         layout = DATASET_LAYOUTS.get(name, "the folder layout its fastreid reader expects")
         raise FileNotFoundError(
             "dataset {} not found: {}. Datasets are read from $FASTREID_DATASETS (now {!r}; default 'datasets'), "
             "laid out as $FASTREID_DATASETS/{}. Set FASTREID_DATASETS to the folder that holds it.".format(
                 name, e, compat.datasets_root(), layout)) from None
-
 
 
 def check_identity_sampler(cfg, world_size=1):
@@ -197,18 +188,30 @@ def log_to_output_dir(output_dir):
     plugin._ewth_configured = True
 
 
+def load_cfg(config_file, opts=()):
+    """fastreid's config with this package's keys, merged from ``config_file`` (may be empty) and the
+    ``KEY VALUE`` list ``opts``, frozen. Nothing is checked or written (see :func:`setup_cfg`)."""
+    cfg = get_cfg()
+    add_ewth_config(cfg)
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError("--config-file {!r} does not exist; pass a YAML config, e.g. "
+                                    "projects/Demo.yml".format(config_file))
+        cfg.merge_from_file(config_file)
+    if len(opts or ()) % 2:
+        raise ValueError("config overrides come in KEY VALUE pairs; got an odd number: {}".format(list(opts)))
+    cfg.merge_from_list(list(opts or []))
+    cfg.freeze()
+    return cfg
+
+
 def setup_cfg(args):
     """Build the frozen config of a run from fastreid-style ``args`` and do fastreid's default set-up.
 
     ``args`` has ``config_file`` and ``opts`` (trailing ``KEY VALUE`` overrides), as parsed by
     ``fastreid.engine.default_argument_parser``.
     """
-    cfg = get_cfg()
-    add_ewth_config(cfg)
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts or [])
-    cfg.freeze()
+    cfg = load_cfg(args.config_file, args.opts)
     # reject bad input before default_setup creates OUTPUT_DIR and writes its log and config copy
     world_size = getattr(args, "num_gpus", 1) * getattr(args, "num_machines", 1)
     validate_run(cfg, world_size=world_size, eval_only=getattr(args, "eval_only", False))

@@ -10,8 +10,9 @@ Every method it changes of fastreid's ``DefaultTrainer``, and which layer change
 ``build_model``                   recipe: device fallback
 ``build_optimizer``               recipe: centre-loss centres left to their own optimizer
 ``build_lr_scheduler``            recipe: warm-up in epochs, decays at absolute epochs
-``build_train_loader``            reliability: a loader that restarts at any batch
-``build_test_loader``             recipe: loader workers sized to the machine
+``build_train_loader``            recipe: datasets built from the config (own data);
+                                  reliability: a loader that restarts at any batch
+``build_test_loader``             recipe: datasets built from the config, workers sized to the machine
 ``build_evaluator``               recipe: the exact evaluator
 ``build_hooks``                   reliability: checkpoint hook on every process, gathering their state
 ``resume_or_load``                reliability: exact resume
