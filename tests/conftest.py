@@ -105,3 +105,28 @@ def stock_baseline_cfg(output_dir, **overrides):
     for key, value in overrides.items():
         cfg.merge_from_list([key, value])
     return cfg
+
+
+# a few identities of SynthReID (its training and test identities), for tests that copy it elsewhere
+TRAIN_IDS, TEST_IDS = range(1, 13), range(161, 171)
+
+
+def copy_synth_subset(datasets_root, target):
+    """Copy TRAIN_IDS / TEST_IDS of SynthReID, in its Market1501 layout, to folder ``target`` (created);
+    returns ``{split: [(file name, pid, camid)]}`` in file-name order."""
+    import shutil
+
+    from fastreid_ewth.data.own import FOLDER_SPLITS
+
+    source = os.path.join(datasets_root, "SynthReID")
+    expected = {}
+    for split, sub in FOLDER_SPLITS.items():
+        os.makedirs(os.path.join(target, sub))
+        ids = TRAIN_IDS if split == "train" else TEST_IDS
+        expected[split] = []
+        for name in sorted(os.listdir(os.path.join(source, sub))):
+            pid = int(name[:4])
+            if pid in ids:
+                shutil.copy(os.path.join(source, sub, name), os.path.join(target, sub, name))
+                expected[split].append((name, pid, int(name[6]) - 1))  # "PPPP_cC...": camera C counted from 1
+    return expected

@@ -172,6 +172,7 @@ def read_list_file(list_file, image_root):
     Raises ``ValueError`` naming the file, the line and what is wrong with it (fields, numbers, a missing image).
     """
     items = []
+    first = True
     with open(list_file, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             text = line.split("#", 1)[0].strip()
@@ -179,9 +180,11 @@ def read_list_file(list_file, image_root):
                 continue
             fields = [p for p in re.split(r"[,\s]+", text) if p]
             where = "{}, line {} ({!r})".format(list_file, number, line.rstrip("\n"))
+            if first and [p.lower() for p in fields] == ["path", "pid", "camid"]:
+                first = False
+                continue  # a header line
+            first = False
             if len(fields) != 3:
-                if number == 1 and [p.lower() for p in fields] == ["path", "pid", "camid"]:
-                    continue  # a header line
                 raise ValueError("{}: expected 3 fields 'path, pid, camid', got {}".format(where, len(fields)))
             path, pid, cam = fields
             try:

@@ -200,7 +200,11 @@ def load_cfg(config_file, opts=()):
         cfg.merge_from_file(config_file)
     if len(opts or ()) % 2:
         raise ValueError("config overrides come in KEY VALUE pairs; got an odd number: {}".format(list(opts)))
-    cfg.merge_from_list(list(opts or []))
+    try:
+        cfg.merge_from_list(list(opts or []))
+    except AssertionError as e:  # yacs's way of refusing a key the config does not have
+        raise ValueError("{} (in the KEY VALUE overrides); see the config's keys in the YAML files of "
+                         "configs/".format(e)) from None
     cfg.freeze()
     return cfg
 
