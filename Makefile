@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch torchvision
 	$(PY) -m pip install --quiet --no-deps fastreid==1.4.0
-	$(PY) -m pip install --quiet -e '.[test,plots]'
+	$(PY) -m pip install --quiet -e '.[test,plots,onnx]'
 	$(PY) -c "import torch, torchvision, fastreid_ewth; print('ready: torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 
@@ -48,7 +48,7 @@ $(OLDEST_STAMP): setup.cfg pyproject.toml Makefile $(OLDEST_CONSTRAINTS)
 	test -x $(OLDEST_PY) || "$(PYTHON_OLDEST)" -m venv $(OLDEST_VENV)
 	$(OLDEST_PY) -m pip install --quiet -c $(OLDEST_CONSTRAINTS) torch torchvision numpy
 	$(OLDEST_PY) -m pip install --quiet --no-deps fastreid==1.4.0
-	$(OLDEST_PY) -m pip install --quiet -c $(OLDEST_CONSTRAINTS) -e '.[test,plots]'
+	$(OLDEST_PY) -m pip install --quiet -c $(OLDEST_CONSTRAINTS) -e '.[test,plots,onnx]'
 	$(OLDEST_PY) -c "import sys, torch, torchvision, numpy, fastreid_ewth; \
 	  print('ready (oldest): Python', sys.version.split()[0], 'torch', torch.__version__, 'torchvision', torchvision.__version__, 'numpy', numpy.__version__)"
 	touch $(OLDEST_STAMP)

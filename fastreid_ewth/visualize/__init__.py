@@ -10,9 +10,9 @@ histograms, ROC and TensorBoard's embedding projector, linked from one ``index.h
 See ``docs/visualize.md``.
 """
 from .cli import PICTURES, VisualizeError, build_parser, main, prepare, render, write
-from .grid import CORRECT, QUERY, WRONG, Grid
+from .grid import CORRECT, JUNK, QUERY, WRONG, Grid
 from .images import ImageError, ImageStore
 from .ranking import Ranking, rank_model, select_queries
 
 __all__ = ["main", "build_parser", "prepare", "render", "write", "VisualizeError", "ImageError", "PICTURES",
-           "Grid", "CORRECT", "WRONG", "QUERY", "ImageStore", "Ranking", "rank_model", "select_queries"]
+           "Grid", "CORRECT", "WRONG", "JUNK", "QUERY", "ImageStore", "Ranking", "rank_model", "select_queries"]

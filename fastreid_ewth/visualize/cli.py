@@ -25,12 +25,15 @@ from .images import MISSING, ImageError, ImageStore
 from .ranking import SORTS, rank_model, select_queries
 from .report import Section, index_html
 
-__all__ = ["main", "build_parser", "prepare", "render", "write", "VisualizeError", "PICTURES", "INDEX"]
+__all__ = ["main", "build_parser", "prepare", "render", "write", "VisualizeError", "PICTURES", "INDEX",
+           "JUNK_MODES"]
 
 #: pictures that ``--skip`` can leave out (``compare`` is drawn only with a second model)
 PICTURES = ("ranklist", "compare", "tsne", "distances", "roc")
 INDEX = "index.html"
 PROJECTOR = "projector"
+#: what ``--junk`` may say: draw the junk within the shown range (grey, no rank) or only count it
+JUNK_MODES = ("show", "hide")
 
 _SORT_TEXT = {"worst": "lowest AP first", "best": "highest AP first", "diff": "largest AP difference first"}
 
@@ -43,11 +46,12 @@ def build_parser(prog="tools/visualize.py"):
     p = argparse.ArgumentParser(
         prog=prog,
         description="Pictures of query and gallery embedding files (tools/embed.py's query.npz and gallery.npz): "
-                    "rank lists with correct / wrong matches framed green / red, a side-by-side comparison of "
-                    "two models, a t-SNE map, distance histograms and ROC curves, and optionally TensorBoard's "
-                    "embedding projector. Writes PNG files and OUT/index.html, which links and explains them. "
-                    "Distances and AP are the evaluator's (Market1501 protocol: gallery images of the query's "
-                    "identity and camera are left out of its ranking and not shown).",
+                    "rank lists with correct / wrong matches / junk framed green / red / grey, a side-by-side "
+                    "comparison of two models, a t-SNE map, distance histograms and ROC curves, and optionally "
+                    "TensorBoard's embedding projector. Writes PNG files and OUT/index.html, which links and "
+                    "explains them. Distances and AP are the evaluator's (Market1501 protocol: gallery images of "
+                    "the query's identity and camera, junk, are left out of its ranking; the rank lists draw them "
+                    "framed grey and without a rank, or leave them out with --junk hide).",
         epilog="Examples: {0} --query emb/query.npz --gallery emb/gallery.npz --output vis ;  "
                "{0} --query a/query.npz --gallery a/gallery.npz --compare-query b/query.npz "
                "--compare-gallery b/gallery.npz --names BoT AGW --sort diff --output vis-ab ;  "
@@ -78,7 +82,13 @@ def build_parser(prog="tools/visualize.py"):
 
     rl = p.add_argument_group("rank lists (ranklist.png, compare.png)")
     rl.add_argument("-k", "--topk", type=int, default=10, metavar="K",
-                    help="gallery images per query (default: %(default)s)")
+                    help="ranked gallery images per query, junk not counted (default: %(default)s)")
+    rl.add_argument("--junk", choices=JUNK_MODES, default="show",
+                    help="junk (gallery images of the query's identity and camera, which the evaluator leaves out "
+                         "of its ranking): show (default) draws those no farther from the query than its k-th "
+                         "ranked image in their place by distance, framed grey, captioned 'junk', without a rank "
+                         "(the k ranked images keep ranks 1..k; rows get longer and the grid as wide as its "
+                         "longest row); hide leaves them out and only counts them in the row label")
     rl.add_argument("--sort", choices=SORTS, default="worst",
                     help="which queries: worst (lowest AP first, default), best (highest first), diff (largest AP "
                          "difference between the two models first; needs --compare-*). Only queries with a "
@@ -309,9 +319,8 @@ def prepare(args):
             if "ranklist" in pictures or "compare" in pictures:
                 for q in plan.queries:
                     store.tile(m.query.paths[q])
-                    for g in m.ranking.top_index[q]:
-                        if g >= 0:
-                            store.tile(m.gallery.paths[g])
+                    for g, _, _ in m.ranking.row(q, junk=args.junk == "show"):
+                        store.tile(m.gallery.paths[g])
 
     if "tsne" in pictures:
         from .plots import tsne_points
@@ -337,8 +346,12 @@ def _fmt_dist(d):
     return "{:.3f}".format(d) if abs(d) < 10 else "{:.4g}".format(d)
 
 
-def _rows(model, queries, k, with_name):
-    """Rank-list rows of ``model`` for ``queries``."""
+def _rows(model, queries, junk, with_name):
+    """Rank-list rows of ``model`` for ``queries``; ``junk``: "show" or "hide" (see :meth:`Ranking.row`).
+
+    A ranked tile is framed green (correct) or red (wrong) and captioned ``#rank distance``; a junk tile
+    grey, captioned ``junk distance``. Each row holds only its own tiles: the grid pads short rows.
+    """
     q_emb, g_emb, r = model.query, model.gallery, model.ranking
     rows = []
     for q in queries:
@@ -346,16 +359,16 @@ def _rows(model, queries, k, with_name):
             "query {}".format(q), "pid {}  cam {}".format(q_emb.pids[q], q_emb.camids[q]), _ap_text(r, q)]
         if r.valid[q]:
             label.append("first match: #{}".format(r.first_hit[q]))
-        if r.junk_hidden[q]:
-            label.append("{} junk hidden".format(r.junk_hidden[q]))
+        if r.junk_count[q]:
+            label.append("{} junk {}".format(r.junk_count[q], "shown (grey)" if junk == "show" else "hidden"))
         tiles = []
-        for rank, (g, d) in enumerate(zip(r.top_index[q], r.top_dist[q]), start=1):
-            if g < 0:
-                tiles.append(None)
+        for g, d, rank in r.row(q, junk=junk == "show"):
+            labels = "pid {} c{}".format(g_emb.pids[g], g_emb.camids[g])
+            if rank is None:
+                tiles.append(grid_mod.Tile(g_emb.paths[g], grid_mod.JUNK, ["junk " + _fmt_dist(d), labels]))
                 continue
             colour = grid_mod.CORRECT if g_emb.pids[g] == q_emb.pids[q] else grid_mod.WRONG
-            tiles.append(grid_mod.Tile(g_emb.paths[g], colour, ["#{} {}".format(rank, _fmt_dist(d)),
-                                                                "pid {} c{}".format(g_emb.pids[g], g_emb.camids[g])]))
+            tiles.append(grid_mod.Tile(g_emb.paths[g], colour, ["#{} {}".format(rank, _fmt_dist(d)), labels]))
         query_tile = grid_mod.Tile(q_emb.paths[q], grid_mod.QUERY,
                                    ["query", "pid {} c{}".format(q_emb.pids[q], q_emb.camids[q])])
         rows.append(grid_mod.Row(label, query_tile, tiles))
@@ -374,49 +387,74 @@ def render(plan):
     args, models = plan.args, plan.models
     files, sections = {}, []
     order = "queries as given" if args.queries is not None else _SORT_TEXT[args.sort]
-    legend_tiles = [
-        "Frames: blue = the query, green = correct match (same identity, other camera), red = wrong match "
-        "(other identity). An empty cell: the query's gallery (junk left out) has fewer than k images.",
-        "Row label: query index (0-based row of the query file), its pid and camera, its AP (as the evaluator "
-        "computes it), the rank of its first correct match, and how many junk images (same identity and same "
-        "camera as the query) were left out of the shown range.",
-        "Junk images are excluded from the ranking as the evaluator does: they take no rank and are not shown.",
-        "Tile caption: #rank and distance to the query ({}); pid and camera of the gallery image. Ties in "
-        "distance are shown in gallery-file order.".format(args.metric),
-    ]
+    show_junk = args.junk == "show"
+    if show_junk:
+        legend_tiles = [
+            "Frames: blue = the query, green = correct match (same identity, other camera), red = wrong match "
+            "(other identity), grey = junk (same identity and same camera as the query).",
+            "Row label: query index (0-based row of the query file), its pid and camera, its AP (as the evaluator "
+            "computes it), the rank of its first correct match, and how many junk images are shown in the row.",
+            "Junk takes no rank, as in the evaluator: the {0} ranked tiles are numbered #1 to #{0} exactly as the "
+            "evaluator ranks the gallery without the query's junk; every junk image no farther from the query "
+            "than the #{0} tile is drawn where its distance puts it, framed grey and captioned 'junk' instead of "
+            "a rank (junk farther away is not drawn). A row is {0} ranked tiles plus its junk tiles, so rows "
+            "differ in length: the picture is as wide as its longest row (on any of its pages), shorter rows "
+            "end in empty cells. --junk hide leaves junk out.".format(args.topk),
+            "Tile caption: #rank (or 'junk') and distance to the query ({}); pid and camera of the gallery image. "
+            "Ties in distance are shown in gallery-file order. An empty cell can also mean that the query's gallery "
+            "without junk has fewer than k images.".format(args.metric),
+        ]
+    else:
+        legend_tiles = [
+            "Frames: blue = the query, green = correct match (same identity, other camera), red = wrong match "
+            "(other identity). An empty cell: the query's gallery (junk left out) has fewer than k images.",
+            "Row label: query index (0-based row of the query file), its pid and camera, its AP (as the evaluator "
+            "computes it), the rank of its first correct match, and how many junk images (same identity and "
+            "same camera as the query) were left out of the shown range.",
+            "Junk images are excluded from the ranking as the evaluator does: they take no rank and (--junk "
+            "hide) are not shown.",
+            "Tile caption: #rank and distance to the query ({}); pid and camera of the gallery image. Ties in "
+            "distance are shown in gallery-file order.".format(args.metric),
+        ]
+    legend = grid_mod.JUNK_LEGEND if show_junk else grid_mod.LEGEND
+    per_page = args.per_page
     if "ranklist" in plan.pictures:
         m = models[0]
-        names = _pages("ranklist", len(plan.queries), args.per_page)
+        names = _pages("ranklist", len(plan.queries), per_page)
+        rows = _rows(m, plan.queries, args.junk, False)
+        columns = grid_mod.grid_columns(rows, args.topk)  # the same width on every page
         for page, name in enumerate(names):
-            chunk = plan.queries[page * args.per_page:(page + 1) * args.per_page]
-            title = "{}: top-{} gallery images per query, {} ({}){}".format(
-                m.name, args.topk, order, args.metric,
+            title = "{}: top-{} gallery images per query{}, {} ({}){}".format(
+                m.name, args.topk, " and junk" if show_junk else "", order, args.metric,
                 ", page {}/{}".format(page + 1, len(names)) if len(names) > 1 else "")
-            image, _ = grid_mod.render_grid(_rows(m, chunk, args.topk, False), args.topk, args.tile_size,
-                                            plan.store, title)
+            image, _ = grid_mod.render_grid(rows[page * per_page:(page + 1) * per_page], columns, args.tile_size,
+                                            plan.store, title, legend=legend)
             files[name] = grid_mod.png_bytes(image)
         sections.append(Section("Rank lists ({})".format(m.name), names,
                                 "One row per query ({}, {} queries): the query, then its {} closest gallery images, "
-                                "closest first.".format(order, len(plan.queries), args.topk), legend_tiles))
+                                "closest first{}.".format(order, len(plan.queries), args.topk,
+                                                          ", with the junk among them marked grey" if show_junk
+                                                          else ""), legend_tiles))
     if "compare" in plan.pictures:
         a, b = models
         compare_order = order if args.queries is not None or args.sort == "diff" else order + " by " + a.name
-        names = _pages("compare", len(plan.queries), args.per_page)
+        names = _pages("compare", len(plan.queries), per_page)
+        rows = []
+        for ra, rb in zip(_rows(a, plan.queries, args.junk, True), _rows(b, plan.queries, args.junk, True)):
+            rows += [ra, rb]
+        columns = grid_mod.grid_columns(rows, args.topk)
         for page, name in enumerate(names):
-            chunk = plan.queries[page * args.per_page:(page + 1) * args.per_page]
-            rows = []
-            for ra, rb in zip(_rows(a, chunk, args.topk, True), _rows(b, chunk, args.topk, True)):
-                rows += [ra, rb]
-            title = "{} (upper row) vs {} (lower row): top-{}, {} ({}){}".format(
-                a.name, b.name, args.topk, compare_order, args.metric,
+            chunk = rows[2 * page * per_page:2 * (page + 1) * per_page]
+            title = "{} (upper row) vs {} (lower row): top-{}{}, {} ({}){}".format(
+                a.name, b.name, args.topk, " and junk" if show_junk else "", compare_order, args.metric,
                 ", page {}/{}".format(page + 1, len(names)) if len(names) > 1 else "")
-            image, _ = grid_mod.render_grid(rows, args.topk, args.tile_size, plan.store, title,
-                                            separators=range(1, len(rows), 2))
+            image, _ = grid_mod.render_grid(chunk, columns, args.tile_size, plan.store, title,
+                                            separators=range(1, len(chunk), 2), legend=legend)
             files[name] = grid_mod.png_bytes(image)
         sections.append(Section(
             "Side by side: {} vs {}".format(a.name, b.name), names,
-            "Two rows per query, {} above {}: the same queries ({}), each model's own ranking.".format(
-                a.name, b.name, compare_order),
+            "Two rows per query, {} above {}: the same queries ({}), each model's own ranking{}.".format(
+                a.name, b.name, compare_order, " and its own junk tiles" if show_junk else ""),
             legend_tiles[:1] + ["Row label: model name, then as in the rank lists."] + legend_tiles[2:]))
     if "tsne" in plan.pictures:
         from .plots import plot_tsne

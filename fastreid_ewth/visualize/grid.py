@@ -1,25 +1,36 @@
 """Rank-list grids (``ranklist.png``, ``compare.png``) drawn with Pillow at exact pixel positions.
 
-Layout (all sizes in pixels; ``H`` × ``W`` is the tile size, ``k`` the gallery tiles per row)::
+Layout (all sizes in pixels; ``H`` × ``W`` is the tile size, ``C`` the gallery columns)::
 
     +--------------------------------------------------------------------------------+
     | MARGIN                                                                         |
     |   header (HEADER px): title, colour legend                                     |
-    |   label (LABEL px) | query cell | QUERY_GAP | cell 1 | GAP | cell 2 | ... | k  |
+    |   label (LABEL px) | query cell | QUERY_GAP | cell 1 | GAP | cell 2 | ... | C  |
     |   ROW_GAP                                                                      |
     |   next row ...                                                          MARGIN |
     +--------------------------------------------------------------------------------+
 
+A row holds the query's ranked gallery tiles (the evaluator's top-k, junk left out, ranks 1..k) and, with
+``--junk show`` (the default), its junk tiles (gallery images of the query's identity and camera) no farther
+from the query than the k-th ranked tile, all in order of (distance, gallery index): so a row has k ranked
+tiles plus its junk tiles (fewer ranked ones only when the query's gallery without junk has fewer than k
+images; then all of its junk is in range). The number of columns ``C`` of a picture is
+:func:`grid_columns`: the length of its longest row, but at least k. The command takes the longest row over
+*all pages* of a picture (and, in ``compare.png``, over both models' rows), so every page of a picture has
+the same width; rows shorter than ``C`` end in empty cells. With ``--junk hide`` no junk tile is drawn and
+``C = k``.
+
 A cell is ``W + 2 * FRAME`` wide and ``H + 2 * FRAME + CAPTION`` high: a frame of FRAME px in the tile's
-colour around the image, then the caption band below it. The cell of row ``r`` (0-based on its page) and
-column ``c`` (0 = the query, 1..k = its ranking) has its top-left corner at::
+colour (blue query, green correct, red wrong, grey junk) around the image, then the caption band below it.
+The cell of row ``r`` (0-based on its page) and column ``c`` (0 = the query, 1..C = its gallery tiles) has
+its top-left corner at::
 
     x = MARGIN + LABEL + (0 if c == 0 else cell_w + QUERY_GAP + (c - 1) * (cell_w + GAP))
     y = MARGIN + HEADER + r * (cell_h + ROW_GAP)
 
-and the picture is ``2 * MARGIN + LABEL + cell_w + QUERY_GAP + k * cell_w + (k - 1) * GAP`` wide and
-``2 * MARGIN + HEADER + rows * cell_h + (rows - 1) * ROW_GAP`` high. A cell with no image (the query's kept
-gallery has fewer than k images) stays background-white.
+and the picture is ``2 * MARGIN + LABEL + cell_w + QUERY_GAP + C * cell_w + (C - 1) * GAP`` wide and
+``2 * MARGIN + HEADER + rows * cell_h + (rows - 1) * ROW_GAP`` high. A cell with no image (the row is
+shorter than ``C``, or the query's gallery without junk has fewer than k images) stays background-white.
 """
 import io
 
@@ -27,22 +38,29 @@ from PIL import Image, ImageDraw
 
 from .images import font
 
-__all__ = ["Grid", "Tile", "Row", "render_grid", "png_bytes", "CORRECT", "WRONG", "QUERY", "BACKGROUND"]
+__all__ = ["Grid", "Tile", "Row", "render_grid", "grid_columns", "png_bytes", "CORRECT", "WRONG", "JUNK",
+           "QUERY", "BACKGROUND", "LEGEND", "JUNK_LEGEND"]
 
-#: frame colours: correct match (same identity, other camera), wrong match (other identity), the query
+#: frame colours: correct match (same identity, other camera), wrong match (other identity), junk (same
+#: identity and camera: no rank), the query
 CORRECT = (0, 170, 0)
 WRONG = (220, 30, 30)
+JUNK = (128, 128, 128)
 QUERY = (40, 90, 220)
 BACKGROUND = (255, 255, 255)
 TEXT = (0, 0, 0)
 SEPARATOR = (150, 150, 150)
+
+#: the header's colour legend without and with junk tiles
+LEGEND = ((QUERY, "query"), (CORRECT, "correct match (same id, other camera)"), (WRONG, "wrong match (other id)"))
+JUNK_LEGEND = LEGEND + ((JUNK, "junk (same id and camera): no rank"),)
 
 _FONT_SIZE = 11
 _LINE = 13  # px per text line
 
 
 class Grid:
-    """Pixel geometry of a grid of ``rows`` rows of a query and ``k`` gallery tiles of ``tile`` = (H, W)."""
+    """Pixel geometry of a grid of ``rows`` rows of a query and ``columns`` gallery cells of ``tile`` = (H, W)."""
     MARGIN = 8
     HEADER = 40
     LABEL = 132
@@ -52,13 +70,13 @@ class Grid:
     QUERY_GAP = 16
     ROW_GAP = 10
 
-    def __init__(self, tile, k, rows):
+    def __init__(self, tile, columns, rows):
         self.tile_h, self.tile_w = int(tile[0]), int(tile[1])
-        self.k, self.rows = int(k), int(rows)
+        self.columns, self.rows = int(columns), int(rows)
         self.cell_w = self.tile_w + 2 * self.FRAME
         self.cell_h = self.tile_h + 2 * self.FRAME + self.CAPTION
-        self.width = (2 * self.MARGIN + self.LABEL + self.cell_w + self.QUERY_GAP + self.k * self.cell_w
-                      + (self.k - 1) * self.GAP)
+        self.width = (2 * self.MARGIN + self.LABEL + self.cell_w + self.QUERY_GAP + self.columns * self.cell_w
+                      + (self.columns - 1) * self.GAP)
         self.height = 2 * self.MARGIN + self.HEADER + self.rows * self.cell_h + (self.rows - 1) * self.ROW_GAP
 
     def cell(self, row, col):
@@ -83,6 +101,11 @@ class Row:
         self.label, self.query, self.tiles = tuple(label), query, list(tiles)
 
 
+def grid_columns(rows, k):
+    """Gallery columns of a picture of ``rows``: the length of its longest row, at least ``k``."""
+    return max([int(k)] + [len(row.tiles) for row in rows])
+
+
 def _text_block(size, lines, colour=TEXT, start=0):
     """An image of ``size`` = (w, h) with ``lines`` of text (clipped to it)."""
     w, h = size
@@ -102,36 +125,36 @@ def _cell(grid, tile, store):
     return cell
 
 
-def _header(width, title):
+def _header(width, title, legend):
     header = _text_block((width, Grid.HEADER), [title])
     draw = ImageDraw.Draw(header)
     x, y = 2, 1 + _LINE + 6
-    for colour, name in ((QUERY, "query"), (CORRECT, "correct match (same id, other camera)"),
-                         (WRONG, "wrong match (other id)")):
+    for colour, name in legend:
         draw.rectangle([x, y, x + 10, y + 10], fill=colour)
         draw.text((x + 14, y - 1), name, fill=TEXT, font=font(_FONT_SIZE))
         x += 14 + int(draw.textlength(name, font=font(_FONT_SIZE))) + 16
     return header
 
 
-def render_grid(rows, k, tile, store, title, separators=()):
+def render_grid(rows, columns, tile, store, title, separators=(), legend=LEGEND):
     """Draw ``rows`` (:class:`Row`) as one picture.
 
     Args:
-        k: gallery columns. tile: (H, W). store: an :class:`~.images.ImageStore`.
-        title: first header line. separators: row indices after which a grey line is drawn in the row gap.
+        columns: gallery columns (:func:`grid_columns`); tiles beyond them are not drawn. tile: (H, W).
+        store: an :class:`~.images.ImageStore`. title: first header line. separators: row indices after
+        which a grey line is drawn in the row gap. legend: (colour, text) pairs of the header's legend.
     Returns:
         (PIL RGB image, :class:`Grid`).
     """
-    grid = Grid(tile, k, len(rows))
+    grid = Grid(tile, columns, len(rows))
     canvas = Image.new("RGB", (grid.width, grid.height), BACKGROUND)
-    canvas.paste(_header(grid.width - 2 * grid.MARGIN, title), (grid.MARGIN, grid.MARGIN))
+    canvas.paste(_header(grid.width - 2 * grid.MARGIN, title, legend), (grid.MARGIN, grid.MARGIN))
     draw = ImageDraw.Draw(canvas)
     for r, row in enumerate(rows):
         x, y = grid.cell(r, 0)
         canvas.paste(_text_block((grid.LABEL - 4, grid.cell_h), row.label, start=grid.FRAME), (grid.MARGIN, y))
         canvas.paste(_cell(grid, row.query, store), (x, y))
-        for c, tile_ in enumerate(row.tiles[:k], start=1):
+        for c, tile_ in enumerate(row.tiles[:grid.columns], start=1):
             if tile_ is not None:
                 canvas.paste(_cell(grid, tile_, store), grid.cell(r, c))
         if r in separators and r + 1 < len(rows):

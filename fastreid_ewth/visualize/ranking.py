@@ -7,7 +7,9 @@ query rows at a time, so memory stays at one block even for MSMT17-sized sets. P
   :meth:`~fastreid_ewth.evaluation.rank.GalleryRanker.rank_block` (Market1501 protocol: gallery images of
   the query's identity *and* camera, "junk", are left out of its ranking);
 * the top-k gallery images of each query with the junk left out (ties in distance: lower gallery index
-  first), and how many junk images are at most as far as the last of them (``junk_hidden``);
+  first): these take ranks 1..k, as in the evaluator's ranking; and the junk images at most as far as the
+  last of them (all of the query's junk when it has fewer than k other gallery images), which a rank list
+  may draw between them (:meth:`Ranking.row`) or only count (``junk_count``);
 * every positive pair's distance (same identity, other camera) and a uniform sample of the negative pairs'
   (other identity), drawn with a fixed seed: the same pairs for two models of the same images.
 """
@@ -40,7 +42,11 @@ class Ranking:
         top_index: (Q, k) int64 gallery indices of the k closest kept images, closest first; -1 where the
             query's kept gallery has fewer than k images.
         top_dist: (Q, k) float64 their distances (NaN where ``top_index`` is -1).
-        junk_hidden: (Q,) int64 junk images at most as far as the last image of the query's top-k.
+        junk_index: (Q, J) int64 gallery indices of each query's junk images at most as far as the last image
+            of its top-k (every junk image of the query when its top-k is not full), closest first (ties:
+            lower gallery index first); -1 pads rows with fewer than J (J: the most of any query, may be 0).
+        junk_dist: (Q, J) float64 their distances (NaN where ``junk_index`` is -1).
+        junk_count: (Q,) int64 number of those junk images (valid entries of ``junk_index``).
         pos_dist: distances of every positive pair; neg_dist: of the sampled negative pairs.
         num_neg: number of negative pairs in all (``neg_dist`` holds all of them or a sample).
     """
@@ -49,7 +55,9 @@ class Ranking:
     first_hit: np.ndarray
     top_index: np.ndarray
     top_dist: np.ndarray
-    junk_hidden: np.ndarray
+    junk_index: np.ndarray
+    junk_dist: np.ndarray
+    junk_count: np.ndarray
     pos_dist: np.ndarray
     neg_dist: np.ndarray
     num_neg: int
@@ -61,6 +69,21 @@ class Ranking:
     @property
     def rank1(self):
         return float((self.first_hit[self.valid] == 1).mean()) if self.valid.any() else float("nan")
+
+    def row(self, q, junk=True):
+        """The gallery tiles of query ``q``'s rank list: ``[(gallery index, distance, rank)]``.
+
+        The top-k images keep ranks 1..k (as the evaluator ranks the gallery without the query's junk). With
+        ``junk`` True the junk images of ``junk_index`` are added with rank None, and the list is ordered by
+        (distance, gallery index): a junk image stands where its distance puts it, and the ranked images
+        keep their order (their ties are already by gallery index). With ``junk`` False: the top-k alone.
+        """
+        tiles = [(int(g), float(d), rank) for rank, (g, d) in
+                 enumerate(zip(self.top_index[q], self.top_dist[q]), start=1) if g >= 0]
+        if junk:
+            tiles += [(int(g), float(d), None) for g, d in zip(self.junk_index[q], self.junk_dist[q]) if g >= 0]
+            tiles.sort(key=lambda t: (t[1], t[0]))
+        return tiles
 
 
 def _same_identity_count(q_pids, g_pids):
@@ -111,8 +134,9 @@ def rank_model(query, gallery, metric, k, max_negatives, seed=0):
         samples = None
 
     ranker = GalleryRanker(g_pids, g_camids)
-    parts = {"ap": [], "valid": [], "first_hit": [], "top_index": [], "top_dist": [], "junk_hidden": [],
-             "pos_dist": [], "neg_dist": []}
+    parts = {"ap": [], "valid": [], "first_hit": [], "top_index": [], "top_dist": [], "pos_dist": [],
+             "neg_dist": []}
+    junk_rows = []  # per query: (gallery indices, distances) of the junk within its shown range
     neg_offset = 0
     rows = max(1, ENTRIES_PER_BLOCK // max(1, num_g))
     q_feats, g_feats = torch.from_numpy(query.feats), torch.from_numpy(gallery.feats)
@@ -128,9 +152,13 @@ def rank_model(query, gallery, metric, k, max_negatives, seed=0):
         index, values = _top_k(dist, ~junk, k)
         parts["top_index"].append(index)
         parts["top_dist"].append(values)
-        # junk at most as far as the last tile shown (all of the query's junk when fewer than k are shown)
+        # junk at most as far as the last ranked tile (all of the query's junk when fewer than k are ranked)
         last = np.where(index[:, -1] >= 0, values[:, -1], np.inf)
-        parts["junk_hidden"].append(np.count_nonzero(junk & (dist <= last[:, None]), axis=1).astype(np.int64))
+        in_range = junk & (dist <= last[:, None])
+        for r in range(in_range.shape[0]):
+            found = np.flatnonzero(in_range[r])  # increasing index: the stable sort breaks ties by index
+            found = found[np.argsort(dist[r, found], kind="stable")]
+            junk_rows.append((found.astype(np.int64), dist[r, found].astype(np.float64)))
 
         parts["pos_dist"].append(dist[same & ~junk].astype(np.float64))
         negatives = np.flatnonzero(~same)  # row-major within the block, as the samples count them
@@ -142,10 +170,17 @@ def rank_model(query, gallery, metric, k, max_negatives, seed=0):
         neg_offset += negatives.size
 
     out = {key: np.concatenate(value) for key, value in parts.items()}
+    junk_count = np.array([found.size for found, _ in junk_rows], dtype=np.int64)
+    width = int(junk_count.max()) if junk_count.size else 0
+    junk_index = np.full((num_q, width), -1, dtype=np.int64)
+    junk_dist = np.full((num_q, width), np.nan, dtype=np.float64)
+    for i, (found, values) in enumerate(junk_rows):
+        junk_index[i, :found.size] = found
+        junk_dist[i, :found.size] = values
     return Ranking(ap=out["ap"].astype(np.float64), valid=out["valid"].astype(bool),
                    first_hit=out["first_hit"].astype(np.int64), top_index=out["top_index"],
-                   top_dist=out["top_dist"], junk_hidden=out["junk_hidden"], pos_dist=out["pos_dist"],
-                   neg_dist=out["neg_dist"], num_neg=num_neg)
+                   top_dist=out["top_dist"], junk_index=junk_index, junk_dist=junk_dist, junk_count=junk_count,
+                   pos_dist=out["pos_dist"], neg_dist=out["neg_dist"], num_neg=num_neg)
 
 
 def select_queries(rankings, sort="worst", num=8, indices=None):
