@@ -5,7 +5,14 @@ References: ``fastreid.evaluation.rank.eval_market1501`` (the Python path of ``e
 ``fastreid.evaluation.reid_evaluation.ReidEvaluator`` (which, with fastreid_ewth's compat patch, never
 compiles and so runs its Python path), plus a slow per-query computation written here from the protocol's
 definition.
+
+Results are compared bit for bit (``assert_equal_rank``): same positions, same float64 AP/INP rounding
+(numpy's pairwise summation), same float32 cmc, and ties between correct and wrong matches ordered by
+fastreid's own ``np.argsort``.
 """
+import importlib.util
+import pathlib
+import sys
 import warnings
 from collections import OrderedDict
 
@@ -28,7 +35,9 @@ from fastreid_ewth.evaluation import (
     rank_features,
     roc_scores,
 )
+from fastreid_ewth.evaluation import rank as rank_module
 from fastreid_ewth.evaluation.distance import DistanceBlocks, iter_distance_blocks
+from fastreid_ewth.evaluation.rank import GalleryRanker, numpy_sum_of_sparse
 
 warnings.filterwarnings("ignore", message=".*addmm_.*")  # fastreid's euclidean uses a deprecated overload
 
@@ -78,6 +87,35 @@ def slow_reference(dist, q_pids, g_pids, q_cams, g_cams, max_rank, sort_kind="qu
     return np.mean(cmcs, axis=0), np.array(aps), np.array(inps)
 
 
+def assert_equal_rank(ours, ref):
+    """cmc, AP and INP are the same arrays, bit for bit (cmc float32, AP/INP float64)."""
+    cmc, ap, inp = ours
+    cmc_ref, ap_ref, inp_ref = (np.asarray(x) for x in ref)
+    assert cmc.dtype == np.float32 and ap.dtype == np.float64 and inp.dtype == np.float64
+    assert cmc.shape == cmc_ref.shape and ap.shape == ap_ref.shape and inp.shape == inp_ref.shape
+    np.testing.assert_array_equal(cmc, cmc_ref.astype(np.float32))
+    np.testing.assert_array_equal(ap, ap_ref)
+    np.testing.assert_array_equal(inp, inp_ref)
+
+
+def fastreid_rowwise(dist, q_pids, g_pids, q_cams, g_cams, max_rank):
+    """fastreid's eval_market1501 one query at a time: its exact AP/INP also where the kept galleries have
+    different lengths (which its whole-matrix call cannot stack); cmc as ours defines it there."""
+    curves, aps, inps = [], [], []
+    for i in range(dist.shape[0]):
+        kept = np.sum(~((g_pids == q_pids[i]) & (g_cams == q_cams[i])))
+        if not np.any((g_pids == q_pids[i]) & (g_cams != q_cams[i])):
+            continue
+        cmc, ap, inp = eval_market1501(dist[i:i + 1], q_pids[i:i + 1], g_pids, q_cams[i:i + 1], g_cams,
+                                       min(max_rank, kept))
+        curves.append(cmc)
+        aps += ap
+        inps += inp
+    length = min(max_rank, dist.shape[1], max(c.size for c in curves))
+    curves = np.array([np.concatenate([c, np.ones(max(0, length - c.size), np.float32)])[:length] for c in curves])
+    return curves.sum(0).astype(np.float32) / np.float32(len(curves)), np.array(aps), np.array(inps)
+
+
 def assert_same_rank(ours, ref, tol=1e-6):
     """cmc, AP and INP agree (AP/INP to ``tol``, the float32 cmc to at least 1e-6)."""
     cmc, ap, inp = ours
@@ -101,7 +139,7 @@ def test_rank_equals_fastreid_python(kind, seed):
     max_rank = int(rng.choice([1, 5, 20]))
     ref = eval_market1501(dist, q_pids, g_pids, q_cams, g_cams, max_rank)
     ours = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank, block_size=int(rng.integers(1, 30)))
-    assert_same_rank(ours, ref)
+    assert_equal_rank(ours, ref)
     # the cases must exercise what they claim to
     assert len(ref[1]) < num_q, "some query should have no valid match"
     same_cam = (q_pids[:, None] == g_pids[None, :]) & (q_cams[:, None] == g_cams[None, :])
@@ -115,7 +153,7 @@ def test_ties_follow_fastreid_argsort_not_a_stable_sort():
         rng = np.random.default_rng(100 + seed)
         dist, q_pids, g_pids, q_cams, g_cams = random_case(rng, 40, 200, 8, 3, "int-ties")
         ours = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, 10)
-        assert_same_rank(ours, eval_market1501(dist, q_pids, g_pids, q_cams, g_cams, 10), tol=1e-12)
+        assert_equal_rank(ours, eval_market1501(dist, q_pids, g_pids, q_cams, g_cams, 10))
         assert_same_rank(ours, slow_reference(dist, q_pids, g_pids, q_cams, g_cams, 10), tol=1e-12)
         stable = slow_reference(dist, q_pids, g_pids, q_cams, g_cams, 10, sort_kind="stable")
         differs += not np.allclose(np.mean(stable[1]), np.mean(ours[1]), rtol=0, atol=1e-9)
@@ -128,7 +166,7 @@ def test_rank_accepts_torch_tensors_and_large_blocked_case():
     ref = eval_market1501(dist, q_pids, g_pids, q_cams, g_cams, 50)
     ours = evaluate_rank(torch.from_numpy(dist), torch.from_numpy(q_pids), torch.from_numpy(g_pids),
                          torch.from_numpy(q_cams), torch.from_numpy(g_cams), use_cython=False, block_size=37)
-    assert_same_rank(ours, ref, tol=1e-12)
+    assert_equal_rank(ours, ref)
     assert ours[0].dtype == np.float32
     np.testing.assert_array_equal(ours[0], ref[0])  # cmc bit for bit (same float32 arithmetic)
 
@@ -138,8 +176,8 @@ def test_float64_near_ties_resolved_exactly():
     rng = np.random.default_rng(3)
     dist, q_pids, g_pids, q_cams, g_cams = random_case(rng, 30, 100, 6, 3, "float64")
     dist = np.round(dist, 1) + rng.integers(0, 3, dist.shape) * np.spacing(np.abs(np.round(dist, 1)) + 1)
-    assert_same_rank(evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, 10),
-                     eval_market1501(dist, q_pids, g_pids, q_cams, g_cams, 10), tol=1e-12)
+    assert_equal_rank(evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, 10),
+                      eval_market1501(dist, q_pids, g_pids, q_cams, g_cams, 10))
 
 
 def test_max_rank_larger_than_gallery():
@@ -153,7 +191,7 @@ def test_max_rank_larger_than_gallery():
     ref = eval_market1501(dist, q_pids, g_pids, q_cams, g_cams, 50)
     ours = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, 50)
     assert ours[0].shape == (num_g,)
-    assert_same_rank(ours, ref, tol=1e-12)
+    assert_equal_rank(ours, ref)
     assert ours[0][-1] == 1.0
 
 
@@ -171,6 +209,7 @@ def test_max_rank_larger_than_short_kept_galleries():
     np.testing.assert_allclose(cmc, ref[0][:cmc.size], atol=1e-6)
     np.testing.assert_allclose(ap, ref[1], atol=1e-12)
     np.testing.assert_allclose(inp, ref[2], atol=1e-12)
+    assert_equal_rank((cmc, ap, inp), fastreid_rowwise(dist, q_pids, g_pids, q_cams, g_cams, 50))
 
 
 def test_cuhk03_protocol_refused():
@@ -277,10 +316,11 @@ def test_evaluate_features_equals_rank_on_full_matrix(metric, seed, monkeypatch)
     full = build_dist(q, g, metric)
     ref = eval_market1501(full, q_pids, g_pids, q_cams, g_cams, 50)
     calls = []
-    real_call = DistanceBlocks.__call__
-    monkeypatch.setattr(DistanceBlocks, "__call__", lambda self, x: calls.append(len(x)) or real_call(self, x))
+    real_products = DistanceBlocks.products
+    monkeypatch.setattr(DistanceBlocks, "products", lambda self, x: calls.append(len(x)) or real_products(self, x))
     got = evaluate_features(q, g, q_pids, g_pids, q_cams, g_cams, metric=metric, block_size=5)
-    assert len(calls) == 5, "70 queries in blocks of 16 rows"
+    assert calls == [16, 16, 16, 16, 16], "70 queries in blocks of 16 rows, the last one overlapping"
+    assert_equal_rank(rank_features(q, g, q_pids, g_pids, q_cams, g_cams, metric, block_size=5), ref)
     assert set(got) == {"mAP", "mINP", "cmc", "Rank-1", "Rank-5", "Rank-10"}
     np.testing.assert_allclose(got["cmc"], ref[0], atol=1e-6)
     assert got["mAP"] == pytest.approx(np.mean(ref[1]), abs=1e-6)
@@ -301,6 +341,218 @@ def test_evaluate_features_small_gallery():
     assert got["cmc"].shape == (8,)
     np.testing.assert_allclose(got["cmc"], ref[0], atol=1e-6)
     assert got["Rank-10"] == 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# exact equality with fastreid: features -> (cmc, all_AP, all_INP)
+# --------------------------------------------------------------------------------------------------
+def fastreid_features(q, g, q_pids, g_pids, q_cams, g_cams, metric, max_rank=50):
+    """fastreid's own evaluator path: build_dist, then the Python eval_market1501."""
+    return eval_market1501(build_dist(q, g, metric), q_pids, g_pids, q_cams, g_cams, max_rank)
+
+
+def labels_case(rng, num_q, num_g, num_ids, num_cams):
+    """Labels with junk (same identity and camera), queries without a valid match and gallery-only ids."""
+    q_pids = rng.integers(0, num_ids, num_q)
+    g_pids = rng.integers(0, num_ids + 2, num_g)
+    q_cams = rng.integers(0, num_cams, num_q)
+    g_cams = rng.integers(0, num_cams, num_g)
+    q_pids[0] = num_ids + 100  # identity absent from the gallery
+    q_pids[1], g_pids[:2], g_cams[:2] = num_ids + 101, num_ids + 101, q_cams[1]  # only junk
+    return q_pids, g_pids, q_cams, g_cams
+
+
+def correct_wrong_ties(dist, q_pids, g_pids, q_cams, g_cams):
+    """Number of queries with a kept wrong entry at exactly the distance of one of their correct matches."""
+    count = 0
+    for i in range(dist.shape[0]):
+        correct = (g_pids == q_pids[i]) & (g_cams != q_cams[i])
+        count += bool(np.isin(dist[i, g_pids != q_pids[i]], dist[i, correct]).any())
+    return count
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("seed", range(3))
+def test_random_features_equal_fastreid_exactly(metric, seed):
+    """torch.randn features, as the benchmark's worst case: correct matches anywhere in the ranking."""
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    num_q, num_g = 120, 2500
+    q_pids, g_pids, q_cams, g_cams = labels_case(rng, num_q, num_g, 40, 4)
+    q, g = torch.randn(num_q, 48, generator=gen), torch.randn(num_g, 48, generator=gen)
+    ref = fastreid_features(q, g, q_pids, g_pids, q_cams, g_cams, metric)
+    assert_equal_rank(rank_features(q, g, q_pids, g_pids, q_cams, g_cams, metric, block_size=23), ref)
+    assert_equal_rank(rank_features(q, g, q_pids, g_pids, q_cams, g_cams, metric), ref)  # one block
+    assert len(ref[1]) < num_q
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_overlapped_or_sequential_ranking_equal_fastreid(overlap, threads, monkeypatch):
+    """Ranking block k while block k + 1's product runs (two product buffers) or one after the other."""
+    from fastreid_ewth.evaluation import features as features_module
+
+    monkeypatch.setattr(features_module, "OVERLAP", overlap)
+    rng = np.random.default_rng(12)
+    gen = torch.Generator().manual_seed(12)
+    q_pids, g_pids, q_cams, g_cams = labels_case(rng, 100, 900, 30, 4)
+    q, g = torch.randn(100, 32, generator=gen), torch.randn(900, 32, generator=gen)
+    ref = fastreid_features(q, g, q_pids, g_pids, q_cams, g_cams, "cosine")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = rank_features(q, g, q_pids, g_pids, q_cams, g_cams, "cosine", block_size=17)
+    finally:
+        torch.set_num_threads(old)
+    assert_equal_rank(got, ref)
+
+
+def test_many_matches_per_row_equal_fastreid_exactly():
+    rng = np.random.default_rng(5)
+    gen = torch.Generator().manual_seed(5)
+    q_pids, g_pids, q_cams, g_cams = labels_case(rng, 60, 1500, 3, 3)
+    q, g = torch.randn(60, 16, generator=gen), torch.randn(1500, 16, generator=gen)
+    assert np.mean([np.sum((g_pids == p) & (g_cams != c)) for p, c in zip(q_pids, q_cams)]) > 150
+    for metric in ("cosine", "euclidean"):
+        ref = fastreid_features(q, g, q_pids, g_pids, q_cams, g_cams, metric)
+        assert_equal_rank(rank_features(q, g, q_pids, g_pids, q_cams, g_cams, metric, block_size=17), ref)
+        assert_equal_rank(evaluate_rank(build_dist(q, g, metric), q_pids, g_pids, q_cams, g_cams, block_size=7), ref)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("kind", ["integer", "duplicated", "all-equal"])
+def test_tied_distances_follow_fastreid_argsort(metric, kind):
+    """Distances where correct and wrong matches tie exactly: integer-valued features, a gallery with
+    duplicated rows of other identities, a gallery whose rows are all the same vector."""
+    rng = np.random.default_rng(9)
+    num_q, num_g = 80, 400
+    q_pids, g_pids, q_cams, g_cams = labels_case(rng, num_q, num_g, 12, 3)
+    q = torch.from_numpy(rng.integers(0, 3, (num_q, 6)).astype(np.float32))
+    if kind == "integer":
+        g = torch.from_numpy(rng.integers(0, 3, (num_g, 6)).astype(np.float32))
+    elif kind == "duplicated":
+        base = torch.randn(num_g // 4, 6, generator=torch.Generator().manual_seed(1))
+        g = base[torch.from_numpy(rng.integers(0, num_g // 4, num_g))]  # ~4 copies of each, any identity
+    else:
+        g = torch.randn(1, 6, generator=torch.Generator().manual_seed(2)).expand(num_g, 6).contiguous()
+    dist = build_dist(q, g, metric)
+    assert correct_wrong_ties(dist, q_pids, g_pids, q_cams, g_cams) > num_q // 4, "the case must have ties"
+    ref = eval_market1501(dist, q_pids, g_pids, q_cams, g_cams, 50)
+    stable = slow_reference(dist, q_pids, g_pids, q_cams, g_cams, 50, sort_kind="stable")
+    assert not np.array_equal(stable[1], ref[1]), "a stable sort orders the ties differently"
+    for block in (None, 16, 33):
+        assert_equal_rank(rank_features(q, g, q_pids, g_pids, q_cams, g_cams, metric, block_size=block), ref)
+    assert_equal_rank(evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, block_size=9), ref)
+
+
+@pytest.mark.parametrize("num_g", [1, 2, 3, 5, 9])
+def test_tiny_galleries_equal_fastreid_exactly(num_g):
+    rng = np.random.default_rng(num_g)
+    num_q = 20
+    q_pids, g_pids = rng.integers(0, 2, num_q), rng.integers(0, 2, num_g)
+    q_cams, g_cams = rng.integers(0, 2, num_q), rng.integers(0, 2, num_g)
+    q, g = torch.randn(num_q, 4), torch.randn(num_g, 4)
+    if not np.any((q_pids[:, None] == g_pids[None]) & (q_cams[:, None] != g_cams[None])):
+        g_pids[0], g_cams[0] = q_pids[0], 1 - q_cams[0]
+    for metric in ("cosine", "euclidean"):
+        dist = build_dist(q, g, metric)
+        ref = fastreid_rowwise(dist, q_pids, g_pids, q_cams, g_cams, 50)
+        assert_equal_rank(rank_features(q, g, q_pids, g_pids, q_cams, g_cams, metric), ref)
+        assert_equal_rank(evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, block_size=3), ref)
+    # without junk every kept gallery has num_g entries and fastreid's whole-matrix call works too
+    g_cams = np.full(num_g, 7)
+    ref = fastreid_features(q, g, q_pids, g_pids, q_cams, g_cams, "cosine")
+    assert_equal_rank(rank_features(q, g, q_pids, g_pids, q_cams, g_cams), ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64, np.int8, np.uint8, np.int64, np.uint64, np.bool_])
+def test_rank_dtypes_equal_fastreid_exactly(dtype):
+    rng = np.random.default_rng(4)
+    q_pids, g_pids, q_cams, g_cams = labels_case(rng, 40, 300, 8, 3)
+    if dtype == np.bool_:
+        dist = rng.random((40, 300)) < 0.5
+    elif dtype == np.uint64:
+        dist = rng.integers(0, 4, (40, 300)).astype(np.uint64) * np.uint64(1 << 62) + np.uint64(3)
+    elif np.issubdtype(dtype, np.integer):
+        dist = rng.integers(0, 5, (40, 300)).astype(dtype)
+    else:
+        dist = np.round(rng.random((40, 300)), 2).astype(dtype)
+    assert_equal_rank(evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, block_size=11),
+                      eval_market1501(dist, q_pids, g_pids, q_cams, g_cams, 50))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+@pytest.mark.parametrize("mode", ["sort", "near", "direct"])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_ranker_modes_agree(mode, threads, dtype, monkeypatch):
+    """Whole-row value sort, sort of the near entries only, or argsort right away; one thread or several:
+    the same numbers."""
+    monkeypatch.setattr(rank_module, "DIRECT_ARGSORT_TIE_RATE", -1.0 if mode == "direct" else 2.0)
+    monkeypatch.setattr(rank_module, "NEAR_SORT_RATE", 2.0 if mode == "near" else -1.0)
+    rng = np.random.default_rng(6)
+    q_pids, g_pids, q_cams, g_cams = labels_case(rng, 90, 700, 10, 3)
+    dist = rng.integers(0, 60000, (90, 700)).astype(dtype)
+    ranker = GalleryRanker(g_pids, g_cams, num_threads=threads)
+    stats = [ranker.rank_block(dist[s:s + 30], q_pids[s:s + 30], q_cams[s:s + 30]) for s in (0, 30, 60)]
+    assert 0 < ranker.rows_tied < ranker.rows_ranked
+    valid = np.concatenate([st["valid"] for st in stats])
+    cmc, ap, inp = eval_market1501(dist, q_pids, g_pids, q_cams, g_cams, 50)
+    np.testing.assert_array_equal(np.concatenate([st["ap"] for st in stats])[valid], ap)
+    np.testing.assert_array_equal(np.concatenate([st["inp"] for st in stats])[valid], inp)
+    if dtype == np.float32:
+        # the similarity form (cosine: distances are 1 - values) gives the same as the distances
+        sim = (1 - dist).astype(np.float32)
+        again = GalleryRanker(g_pids, g_cams, num_threads=threads).rank_block(sim, q_pids, q_cams, offset=1)
+        np.testing.assert_array_equal(again["ap"][valid], ap)
+        np.testing.assert_array_equal(again["first_hit"], np.concatenate([st["first_hit"] for st in stats]))
+
+
+@pytest.mark.parametrize("mode", ["sort", "near", "direct"])
+def test_signed_zero_ties(mode, monkeypatch):
+    """-0.0 and +0.0 are equal distances (a tie) though their bit patterns differ."""
+    monkeypatch.setattr(rank_module, "DIRECT_ARGSORT_TIE_RATE", -1.0 if mode == "direct" else 2.0)
+    monkeypatch.setattr(rank_module, "NEAR_SORT_RATE", 2.0 if mode == "near" else -1.0)
+    rng = np.random.default_rng(8)
+    q_pids, g_pids, q_cams, g_cams = labels_case(rng, 40, 200, 5, 3)
+    # correct matches at +0.0, some wrong entries at -0.0: only the value comparison sees the ties
+    correct = g_pids[None, :] == q_pids[:, None]
+    dist = np.where(correct, np.float32(0.0), np.where(rng.random((40, 200)) < 0.3, np.float32(-0.0), 1.0))
+    dist = dist.astype(np.float32)
+    assert correct_wrong_ties(dist, q_pids, g_pids, q_cams, g_cams) > 10
+    assert_equal_rank(evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams),
+                      eval_market1501(dist, q_pids, g_pids, q_cams, g_cams, 50))
+
+
+def test_numpy_sum_of_sparse_is_np_sum():
+    """numpy's pairwise float64 summation reproduced from the nonzero terms alone, bit for bit."""
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([np.arange(1, 300), rng.integers(300, 5000, 100), rng.integers(5000, 90000, 30)])
+    seg, index, values, dense = [], [], [], []
+    for s, n in enumerate(lengths):
+        k = int(rng.integers(0, min(n, 60) + 1))
+        pos = np.sort(rng.choice(n, size=k, replace=False))
+        v = (np.arange(k) + 1) / (pos + 1.0) if s % 2 else rng.random(k) * 10.0 ** rng.integers(-6, 6)
+        a = np.zeros(n)
+        a[pos] = v
+        seg.append(np.full(k, s))
+        index.append(pos)
+        values.append(v)
+        dense.append(a.sum())
+    seg, index, values = np.concatenate(seg), np.concatenate(index), np.concatenate(values)
+    np.testing.assert_array_equal(numpy_sum_of_sparse(seg, index, values, lengths), np.array(dense))
+    naive = np.bincount(seg, weights=values, minlength=lengths.size)
+    assert not np.array_equal(naive, dense), "a plain running sum rounds differently (else this proves nothing)"
+    assert numpy_sum_of_sparse([], [], [], [3, 4]).tolist() == [0.0, 0.0]
+
+
+def test_nan_distances_from_features_raise():
+    rng = np.random.default_rng(0)
+    q_pids, g_pids, q_cams, g_cams = labels_case(rng, 20, 50, 4, 3)
+    q, g = torch.randn(20, 4), torch.randn(50, 4)
+    q[:] = 1e20
+    g[3] = 1e20  # finite, but the squared norms and the product overflow float32: inf - inf
+    with pytest.raises(ValueError, match=r"NaN in \d+ row\(s\)"):
+        rank_features(q, g, q_pids, g_pids, q_cams, g_cams, "euclidean")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -438,3 +690,20 @@ def test_results_print_as_fastreid_table(caplog):
     for column in ("Dataset", "Rank-1", "Rank-5", "Rank-10", "mAP", "mINP", "metric", "TPR@FPR=1e-04"):
         assert column in table
     assert "SynthReID | {:.2f}".format(float(results["Rank-1"])) in table
+
+
+# --------------------------------------------------------------------------------------------------
+# the benchmark script runs (its timings are not tested: they depend on the machine)
+# --------------------------------------------------------------------------------------------------
+def test_bench_eval_quick_runs(monkeypatch, capsys):
+    path = pathlib.Path(__file__).resolve().parents[1] / "tools" / "bench_eval.py"
+    spec = importlib.util.spec_from_file_location("bench_eval", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(sys, "argv", [str(path), "--quick", "--skip-memory"])
+    bench.main()
+    out = capsys.readouterr().out
+    for name in ("Market1501-sized", "MSMT17-sized"):
+        assert "{} evaluate/matmul ratio".format(name) in out
+    assert "(goal <= 1.3)" in out
+    assert "agreement vs fastreid Python: identical (cmc, all_AP, all_INP bit for bit)" in out

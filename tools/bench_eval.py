@@ -1,31 +1,56 @@
 #!/usr/bin/env python
-"""Benchmark: fastreid_ewth.evaluation vs fastreid's Python and Cython rank evaluation.
+"""Benchmark: fastreid_ewth.evaluation's cost beyond the distance matmul, and vs fastreid's rank evaluation.
 
-    python tools/bench_eval.py              # Market1501-sized comparison + MSMT17-sized memory run
-    python tools/bench_eval.py --skip-msmt  # Market1501 only
-    python tools/bench_eval.py --skip-python  # leave out fastreid's slow Python loop
+    python tools/bench_eval.py                 # everything below (about 10 minutes on 2 idle cores)
+    python tools/bench_eval.py --skip-market   # MSMT17-sized memory run + evaluate/matmul ratios only
+    python tools/bench_eval.py --skip-memory --skip-market   # the evaluate/matmul ratios only
+    python tools/bench_eval.py --skip-python   # leave out fastreid's slow Python loop
+    python tools/bench_eval.py --quick         # all cases at 1/16 of the sizes, 256-d (a smoke test)
+    python tools/bench_eval.py --sequential    # rank_features without overlapping ranking and products
 
-Market1501-sized case (3,368 queries x 15,913 gallery, 2048-d, 750 query identities + 1 gallery-only,
-2,798 distractors, 6 cameras), timed two ways:
+1. MSMT17-sized memory run (11,659 x 82,161, 2048-d, 3,060 identities, 15 cameras, trained-like features):
+   ``evaluate_features`` alone in a child process; wall time and the child's peak RSS (its own rusage from
+   ``os.wait4``, and ``getrusage(RUSAGE_CHILDREN)`` read right after it exits, before the Cython build
+   starts any compiler). Goal: <= 6 GB peak RSS.
 
-* rank step alone: the same float32 cosine distance matrix (fastreid's ``build_dist``) handed to ours
-  (``evaluate_rank``), fastreid's Python ``eval_market1501`` and fastreid's Cython ``evaluate_cy``;
-* features -> metrics: ours (``evaluate_features``: blocked distances + ranking) vs fastreid's evaluator
-  path (``build_dist`` then ``evaluate_rank``). For the Python path that is build_dist's time plus the
-  rank step's (run once: it takes most of a minute).
+2. evaluate / matmul, at MSMT17 and Market1501 size, on random features (``torch.randn``, 2048-d; labels
+   from ``make_labels``): correct matches then sit anywhere in the ranking, the worst case for the rank
+   step. Timed in the same run, best of ``--ratio-repeats`` interleaved runs (default 3 at Market1501
+   size, 1 at MSMT17 size):
 
-Features come from a trained-model-like generator (mAP around 80 %) and, for the rank step, also from
-an untrained-like one (mAP around 1 %), where every correct match sits deep in the ranking and our
-method has to sort most of each row.
+   * the bare blocked distance matmul: the blocks ``rank_features`` uses (same rows per block), the
+     normalised query block times the normalised gallery transposed into the reused buffer, nothing else
+     (the gallery is normalised once, outside the timing);
+   * the offline evaluation of ``tools/evaluate.py`` (``evaluate_embeddings``: ``--eval-only``'s
+     ``ExactReidEvaluator``, whose ranking is ``rank_features``) on the same features as embedding files,
+     cosine: features -> Rank-k, mAP, mINP, everything included (input checks, gallery normalisation,
+     distances, exact ranking).
 
-The Cython module is compiled from fastreid's own shipped ``rank_cy.pyx`` into a temporary folder that is
-deleted afterwards (needs Cython, numpy headers and a C compiler; nothing is written into site-packages).
+   Goal: evaluate / matmul <= 1.3 (PASS/FAIL). Also printed: the fraction of queries whose ranking has an
+   exact tie between a correct and a wrong match (those rows need fastreid's own ``np.argsort`` to be
+   reproduced exactly) and what one row's argsort costs next to one row's matmul, from a sample; and,
+   first, how a small product scales from 1 thread to torch's threads. ``rank_features`` ranks each block
+   while the next block's product runs (``features.OVERLAP``; ``--sequential`` turns that off): where the
+   threads share physical cores (SMT siblings; a speed-up near 1x or below) that hides the ranking, and the
+   ratio can even drop below 1, the product running faster next to the ranking thread than on its own
+   threads alone.
 
-MSMT17-sized case (11,659 x 82,161, 2048-d, 3,060 identities, 15 cameras): ``evaluate_features`` alone in
-a child process; wall time and the child's peak RSS (its own rusage from ``os.wait4``, and
-``getrusage(RUSAGE_CHILDREN)`` read right after it exits, before the Cython build starts any compiler).
+3. Market1501-sized comparison with fastreid (3,368 queries x 15,913 gallery, 2048-d, 750 query identities
+   + 1 gallery-only, 2,798 distractors, 6 cameras), timed two ways:
 
-Goals: ours <= Cython at Market scale; MSMT17 <= 6 GB peak RSS.
+   * rank step alone: the same float32 cosine distance matrix (fastreid's ``build_dist``) handed to ours
+     (``evaluate_rank``), fastreid's Python ``eval_market1501`` and fastreid's Cython ``evaluate_cy``;
+   * features -> metrics: ours (``evaluate_features``: blocked distances + ranking) vs fastreid's evaluator
+     path (``build_dist`` then ``evaluate_rank``). For the Python path that is build_dist's time plus the
+     rank step's (run once: it takes most of a minute).
+
+   Features come from a trained-model-like generator (mAP around 80 %) and, for the rank step, also from
+   an untrained-like one (mAP around 1 %), where every correct match sits deep in the ranking.
+   The Cython module is compiled from fastreid's own shipped ``rank_cy.pyx`` into a temporary folder that
+   is deleted afterwards (needs Cython, numpy headers and a C compiler; nothing is written into
+   site-packages). Goal: ours <= Cython at Market scale.
+
+Timings depend on what else runs on the machine: measure on an otherwise idle one.
 """
 import argparse
 import importlib.util
@@ -43,12 +68,27 @@ import numpy as np
 import fastreid_ewth  # noqa: F401  (fastreid compatibility patches before any fastreid import)
 import torch
 
+from fastreid_ewth.engine import load_cfg
 from fastreid_ewth.evaluation import evaluate_features, evaluate_rank
+from fastreid_ewth.inference import Embeddings
+from fastreid_ewth.inference.offline import evaluate_embeddings
+from fastreid_ewth.evaluation import features as features_module
+from fastreid_ewth.evaluation.distance import DistanceBlocks, block_bounds
+from fastreid_ewth.evaluation.rank import GalleryRanker, block_rows
 
 MARKET = dict(num_query=3368, num_gallery=15913, num_ids=750, num_cams=6, num_distractors=2798, dim=2048)
 MSMT = dict(num_query=11659, num_gallery=82161, num_ids=3060, num_cams=15, num_distractors=0, dim=2048)
 LATENT = 256  # features are a random projection of a low-dimensional identity code, like a real embedding
 GOAL_RSS_GB = 6.0
+GOAL_RATIO = 1.3
+
+
+def quick_dims(dims):
+    """``dims`` at 1/16 of the images (at least 3 identities and 4 cameras), 256-d: for ``--quick``."""
+    out = dict(dims, num_query=max(16, dims["num_query"] // 16), num_gallery=max(64, dims["num_gallery"] // 16),
+               num_ids=max(3, dims["num_ids"] // 16), num_distractors=dims["num_distractors"] // 16, dim=256)
+    out["num_query"] = max(out["num_query"], out["num_ids"])  # every identity is queried at least once
+    return out
 
 
 def make_labels(rng, num_query, num_gallery, num_ids, num_cams, num_distractors, **_):
@@ -154,27 +194,30 @@ def fmt_ratio(other, ours):
 
 
 def compare(name, ref, ours):
-    """Max |difference| of cmc, mAP and mINP between a fastreid result and ours (sanity, printed)."""
-    cmc_ref, ap_ref, inp_ref = ref
+    """Whether a fastreid result and ours are the same arrays, else the max |difference| of cmc, mAP and
+    mINP (printed)."""
+    cmc_ref, ap_ref, inp_ref = (np.asarray(x) for x in ref)
     cmc, ap, inp = ours
+    if all(a.shape == b.shape and np.array_equal(a, b) for a, b in ((cmc_ref, cmc), (ap_ref, ap), (inp_ref, inp))):
+        return "{}: identical (cmc, all_AP, all_INP bit for bit)".format(name)
     return "{}: max|dcmc| {:.1e}, |dmAP| {:.1e}, |dmINP| {:.1e}".format(
-        name, np.abs(np.asarray(cmc_ref) - cmc).max(), abs(np.mean(ap_ref) - np.mean(ap)),
-        abs(np.mean(inp_ref) - np.mean(inp)))
+        name, np.abs(cmc_ref - cmc).max(), abs(np.mean(ap_ref) - np.mean(ap)), abs(np.mean(inp_ref) - np.mean(inp)))
 
 
 def run_market(args, evaluate_cy):
     from fastreid.evaluation.rank import eval_market1501
     from fastreid.utils.compute_dist import build_dist
 
+    dims = args.market
     rng = np.random.default_rng(0)
-    q_pids, q_cams, g_pids, g_cams = make_labels(rng, **MARKET)
+    q_pids, q_cams, g_pids, g_cams = make_labels(rng, **dims)
     print("Market1501-sized: {} queries x {} gallery, {}-d, {} query ids, {} gallery ids, {} cameras, "
-          "{} distractors".format(len(q_pids), len(g_pids), MARKET["dim"], len(np.unique(q_pids)),
-                                  len(np.unique(g_pids[g_pids > 0])), MARKET["num_cams"], MARKET["num_distractors"]))
+          "{} distractors".format(len(q_pids), len(g_pids), dims["dim"], len(np.unique(q_pids)),
+                                  len(np.unique(g_pids[g_pids > 0])), dims["num_cams"], dims["num_distractors"]))
     labels = (q_pids, g_pids, q_cams, g_cams)
     rows = []
     for quality, noise in (("trained-like", 1.5), ("untrained-like", 3.5)):
-        model = FeatureModel(1, MARKET["num_ids"], MARKET["num_cams"], MARKET["dim"], noise)
+        model = FeatureModel(1, dims["num_ids"], dims["num_cams"], dims["dim"], noise)
         qf, gf = model(q_pids, q_cams), model(g_pids, g_cams)
         t_dist, dist = best_of(lambda: build_dist(qf, gf, "cosine"), 1)
 
@@ -234,11 +277,96 @@ def run_market(args, evaluate_cy):
     return rows
 
 
-def msmt_child():
+def random_case(dims, seed):
+    """Random features (``torch.randn``) and make_labels labels: correct matches anywhere in the ranking."""
+    rng = np.random.default_rng(seed)
+    q_pids, q_cams, g_pids, g_cams = make_labels(rng, **dims)
+    gen = torch.Generator().manual_seed(seed)
+    qf = torch.randn(len(q_pids), dims["dim"], generator=gen)
+    gf = torch.randn(len(g_pids), dims["dim"], generator=gen)
+    return qf, gf, (q_pids, g_pids, q_cams, g_cams)
+
+
+def bare_matmul(blocks, qf, rows):
+    """The distance products of ``rank_features``'s blocks into the reused buffer, and nothing else."""
+    for first, _, stop in block_bounds(qf.shape[0], rows):
+        blocks.products(qf[first:stop])
+
+
+def tie_sample(blocks, qf, labels, rows=256, argsort_rows=16):
+    """(fraction of sampled queries whose ranking needs fastreid's argsort, one row's argsort time / one
+    row's matmul time) on the first ``rows`` queries."""
+    q_pids, g_pids, q_cams, g_cams = labels
+    rows = min(rows, qf.shape[0])
+    t = time.perf_counter()
+    products = blocks.products(qf[:rows]).numpy()
+    t_mm = (time.perf_counter() - t) / rows
+    ranker = GalleryRanker(g_pids, g_cams)
+    ranker.rank_block(products, q_pids[:rows], q_cams[:rows], offset=1)
+    dist = 1 - products[:argsort_rows]
+    t = time.perf_counter()
+    for row in dist:
+        np.argsort(row)
+    t_arg = (time.perf_counter() - t) / len(dist)  # one thread; the ranker runs as many as the matmul
+    return ranker.rows_tied / max(1, ranker.rows_ranked), t_arg / (t_mm * torch.get_num_threads())
+
+
+def product_scaling(size=1024, repeats=10):
+    """GFLOP/s of a cache-friendly float32 product with 1 thread and with torch's threads: whether the
+    CPUs are separate cores (close to N times) or share one (SMT siblings: about 1x or less)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    out = torch.empty(size, size)
+    threads = torch.get_num_threads()
+    rates = {}
+    try:
+        for n in (1, threads, 1, threads):
+            torch.set_num_threads(n)
+            torch.mm(a, b, out=out)
+            t = time.perf_counter()
+            for _ in range(repeats):
+                torch.mm(a, b, out=out)
+            rates[n] = max(rates.get(n, 0.0), repeats * 2 * size ** 3 / (time.perf_counter() - t) / 1e9)
+    finally:
+        torch.set_num_threads(threads)
+    return rates[1], rates[threads], threads
+
+
+def run_ratio(name, dims, repeats, seed):
+    """Time the bare blocked matmul and the offline evaluation on the same random features; returns the ratio."""
+    qf, gf, labels = random_case(dims, seed)
+    rows = block_rows(gf.shape[0])
+    print("{}: {} queries x {} gallery, {}-d random features, cosine, {} query rows per block".format(
+        name, qf.shape[0], gf.shape[0], dims["dim"], min(max(rows, 16), qf.shape[0])), flush=True)
+    blocks = DistanceBlocks(gf, "cosine")
+    # what tools/evaluate.py evaluates: embedding files, loaded (and checked) before the timing starts
+    q_pids, g_pids, q_cams, g_cams = labels
+    query = Embeddings(qf.numpy(), q_pids, q_cams, np.full(len(q_pids), ""))
+    gallery = Embeddings(gf.numpy(), g_pids, g_cams, np.full(len(g_pids), ""))
+    cfg = load_cfg("", ["TEST.METRIC", "cosine"])
+    t_mm = t_eval = float("inf")
+    for _ in range(repeats):
+        t, _ = best_of(lambda: bare_matmul(blocks, qf, rows), 1)
+        t_mm = min(t_mm, t)
+        t, res = best_of(lambda: evaluate_embeddings(cfg, query, gallery), 1)
+        t_eval = min(t_eval, t)
+    tied, argsort_share = tie_sample(blocks, qf, labels)
+    ratio = t_eval / t_mm
+    print("  bare blocked matmul {:.2f} s | offline evaluation {:.2f} s (best of {}; mAP {:.2f} %)".format(
+        t_mm, t_eval, repeats, res["mAP"]))
+    print("  rows with an exact correct/wrong tie (ranked with fastreid's argsort): {:.0f} %; one row's argsort "
+          "costs {:.2f}x its matmul (sample)".format(100 * tied, argsort_share))
+    line = "{} evaluate/matmul ratio {:.3f} (goal <= {}): {}".format(
+        name, ratio, GOAL_RATIO, "PASS" if ratio <= GOAL_RATIO else "FAIL")
+    print("  " + line, flush=True)
+    return line
+
+
+def msmt_child(quick):
     """Runs in the child process: generate MSMT17-sized features, evaluate, print results."""
+    dims = quick_dims(MSMT) if quick else MSMT
     rng = np.random.default_rng(0)
-    q_pids, q_cams, g_pids, g_cams = make_labels(rng, **MSMT)
-    model = FeatureModel(2, MSMT["num_ids"], MSMT["num_cams"], MSMT["dim"], 1.5)
+    q_pids, q_cams, g_pids, g_cams = make_labels(rng, **dims)
+    model = FeatureModel(2, dims["num_ids"], dims["num_cams"], dims["dim"], 1.5)
     t = time.perf_counter()
     qf, gf = model(q_pids, q_cams), model(g_pids, g_cams)
     t_gen = time.perf_counter() - t
@@ -249,14 +377,15 @@ def msmt_child():
           .format(t_gen, t_eval, 100 * res["mAP"], 100 * res["Rank-1"], 100 * res["mINP"]), flush=True)
 
 
-def run_msmt():
-    print("MSMT17-sized: {num_query} queries x {num_gallery} gallery, {dim}-d, {num_ids} ids, {num_cams} cameras "
-          "(child process)".format(**MSMT), flush=True)
+def run_msmt(args):
+    print("MSMT17-sized memory run: {num_query} queries x {num_gallery} gallery, {dim}-d, {num_ids} ids, "
+          "{num_cams} cameras, trained-like features (child process)".format(**args.msmt), flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
+    cmd = [sys.executable, os.path.abspath(__file__), "--msmt-child"] + (["--quick"] if args.quick else []) + (
+        ["--sequential"] if args.sequential else [])
     with tempfile.TemporaryFile(mode="w+") as log:
-        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--msmt-child"], stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         # wait4 reaps the child and returns its own rusage; RUSAGE_CHILDREN then includes it too
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -279,34 +408,74 @@ def run_msmt():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip-python", action="store_true", help="do not time fastreid's Python loop")
-    parser.add_argument("--skip-msmt", action="store_true", help="do not run the MSMT17-sized case")
-    parser.add_argument("--skip-market", action="store_true", help="do not run the Market1501-sized case")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best time counts")
+    parser.add_argument("--skip-msmt", action="store_true",
+                        help="do not run the MSMT17-sized cases (memory run and ratio)")
+    parser.add_argument("--skip-memory", action="store_true", help="do not run the MSMT17-sized memory run")
+    parser.add_argument("--skip-ratio", action="store_true", help="do not time evaluate / matmul")
+    parser.add_argument("--skip-market", action="store_true",
+                        help="do not run the Market1501-sized comparison with fastreid")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved repeats of the comparison with fastreid; the best time counts")
+    parser.add_argument("--ratio-repeats", type=int, default=None,
+                        help="interleaved repeats of matmul / offline evaluation (default: 3 at Market1501 size, "
+                             "1 at MSMT17 size, where one pair takes several minutes on 2 cores)")
+    parser.add_argument("--quick", action="store_true",
+                        help="every case at 1/16 of its size with 256-d features, no Cython build, one repeat "
+                             "(a smoke test: seconds; its timings mean little)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="rank_features ranks each block after its product instead of during the next "
+                             "block's product (fastreid_ewth.evaluation.features.OVERLAP = False)")
     parser.add_argument("--msmt-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if args.sequential:
+        features_module.OVERLAP = False
+    args.market = quick_dims(MARKET) if args.quick else MARKET
+    args.msmt = quick_dims(MSMT) if args.quick else MSMT
     if args.msmt_child:
-        msmt_child()
+        msmt_child(args.quick)
         return
-    print("torch {} ({} threads), numpy {}".format(torch.__version__, torch.get_num_threads(), np.__version__))
+    if args.quick:
+        args.repeats = 1
+    print("torch {} ({} threads), numpy {}; rank_features {}{}".format(
+        torch.__version__, torch.get_num_threads(), np.__version__,
+        "overlaps ranking and products" if features_module.OVERLAP else "ranks after each product",
+        "; --quick: reduced sizes" if args.quick else ""))
     # the MSMT child runs first: no compiler process has run yet to blur RUSAGE_CHILDREN
-    if not args.skip_msmt:
-        run_msmt()
+    if not (args.skip_msmt or args.skip_memory):
+        run_msmt(args)
         print()
-    if args.skip_market:
-        return
-    workdir = tempfile.mkdtemp(prefix="bench_eval_rank_cy_")
-    try:
-        evaluate_cy, why = compile_fastreid_cython(workdir)
-        print("fastreid Cython path: {}".format("compiled in " + workdir if evaluate_cy else why))
-        rows = run_market(args, evaluate_cy)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if rows[0][2] is None:
-        print("\ngoal ours <= Cython at Market scale: not checked (no Cython build)")
-    else:
-        verdict = all(t_ours <= t_cy for _, t_ours, t_cy in rows)
-        print("\ngoal ours <= Cython at Market scale (rank step): {}".format("met" if verdict else "MISSED"))
+    summary = []
+    if not args.skip_ratio:
+        one, many, threads = product_scaling()
+        print("float32 product 1024^3: {:.0f} GFLOP/s on 1 thread, {:.0f} on {} ({:.2f}x; near 1x or below: the "
+              "threads share physical cores, so ranking next to the product costs it little)\n".format(
+                  one, many, threads, many / one))
+        cases = [("Market1501-sized", args.market, 3)]
+        if not args.skip_msmt:
+            cases.append(("MSMT17-sized", args.msmt, 1))
+        for name, dims, repeats in cases:
+            if args.ratio_repeats is not None:
+                repeats = args.ratio_repeats
+            summary.append(run_ratio(name, dims, 1 if args.quick else max(1, repeats), seed=3))
+            print()
+    if not args.skip_market:
+        evaluate_cy, why = None, "skipped (--quick)"
+        workdir = tempfile.mkdtemp(prefix="bench_eval_rank_cy_")
+        try:
+            if not args.quick:
+                evaluate_cy, why = compile_fastreid_cython(workdir)
+            print("fastreid Cython path: {}".format("compiled in " + workdir if evaluate_cy else why))
+            rows = run_market(args, evaluate_cy)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if rows[0][2] is None:
+            summary.append("goal ours <= Cython at Market scale: not checked (no Cython build)")
+        else:
+            verdict = all(t_ours <= t_cy for _, t_ours, t_cy in rows)
+            summary.append("goal ours <= Cython at Market scale (rank step): {}".format("met" if verdict else "MISSED"))
+    if summary:
+        print("\nsummary:\n  " + "\n  ".join(summary))
 
 
 if __name__ == "__main__":

@@ -85,7 +85,12 @@ def as_features(feats, name):
             name, tuple(t.shape)))
     if t.dtype not in (torch.float32, torch.float64):
         t = t.to(torch.float32)
-    bad = ~torch.isfinite(t).all(dim=1)
+    # a row sum is finite only if every element is (inf and NaN propagate): one pass and no (N, D) mask;
+    # rows whose sum overflows are checked element by element
+    suspect = torch.nonzero(~torch.isfinite(t.sum(dim=1)))[:, 0]
+    bad = torch.zeros(t.shape[0], dtype=torch.bool)
+    if suspect.numel():
+        bad[suspect] = ~torch.isfinite(t[suspect]).all(dim=1)
     n_bad = int(bad.sum())
     if n_bad:
         first = int(torch.nonzero(bad)[0, 0])

@@ -12,7 +12,7 @@ Row ``i`` of a block depends only on query ``i``, so ranking block by block rank
 import torch
 import torch.nn.functional as F
 
-__all__ = ["METRICS", "check_metric", "DistanceBlocks", "iter_distance_blocks", "pairwise_distance"]
+__all__ = ["METRICS", "check_metric", "DistanceBlocks", "block_bounds", "iter_distance_blocks", "pairwise_distance"]
 
 METRICS = ("cosine", "euclidean")
 
@@ -36,38 +36,72 @@ class DistanceBlocks:
     Args:
         gallery_feats: (G, D) float tensor on the CPU (not modified).
         metric: "cosine" or "euclidean".
+        num_buffers: output buffers, used in turn: a block stays valid for this many calls.
 
-    The gallery is prepared once (normalised copy for cosine, squared norms for euclidean); a reusable
-    output buffer keeps the memory of a run at gallery + one block.
+    The gallery is prepared once (normalised copy for cosine, squared norms for euclidean); reusable
+    output buffers keep the memory of a run at gallery + ``num_buffers`` blocks.
+
+    :meth:`products` is the matrix product alone; :attr:`offset` says how distances follow from it:
+    for cosine ``offset = 1`` and ``distance = 1 - product`` (the ranker applies that per row, saving a
+    pass over the block), for euclidean ``offset = None`` and the product already is the distance.
+    :attr:`may_overflow` is True after a block whose distances may hold NaN: euclidean with a squared
+    norm that overflowed (finite features too large for the dtype; then ``inf - inf`` can occur). Cosine
+    distances of finite features are always finite.
     """
 
-    def __init__(self, gallery_feats, metric):
+    def __init__(self, gallery_feats, metric, num_buffers=1):
         self.metric = check_metric(metric)
         if metric == "cosine":
+            # the transposed view is the very operand of fastreid's ``torch.mm(x, y.t())``, so the BLAS call
+            # and its rounding are fastreid's (a contiguous transposed copy was measured no faster)
             self._gallery_t = F.normalize(gallery_feats, p=2, dim=1).t()
+            self.offset = 1
         else:
             self._gallery_t = gallery_feats.t()
             self._gallery_sq = torch.pow(gallery_feats, 2).sum(dim=1)
-        self._buffer = None
+            self.offset = None
+        self._gallery_overflow = metric == "euclidean" and not bool(torch.isfinite(self._gallery_sq).all())
+        self.may_overflow = self._gallery_overflow
+        self._buffers = [None] * max(1, int(num_buffers))
+        self._next = 0
 
     @torch.no_grad()
-    def __call__(self, query_block):
-        """(B, G) distances of ``query_block`` (B, D) to the gallery.
+    def products(self, query_block):
+        """(B, G) cosine similarities (cosine) or distances (euclidean) of ``query_block`` (B, D).
 
-        The returned tensor is overwritten by the next call: use (or copy) it before asking for another block.
+        The returned tensor is overwritten ``num_buffers`` calls later: use (or copy) it before then.
         """
         num_rows, num_g = query_block.shape[0], self._gallery_t.shape[1]
-        if self._buffer is None or self._buffer.shape[0] < num_rows:
-            self._buffer = torch.empty((num_rows, num_g), dtype=self._gallery_t.dtype)
-        out = self._buffer[:num_rows]
+        i = self._next
+        self._next = (i + 1) % len(self._buffers)
+        if self._buffers[i] is None or self._buffers[i].shape[0] < num_rows:
+            self._buffers[i] = None  # free the old buffer before allocating the larger one
+            self._buffers[i] = torch.empty((num_rows, num_g), dtype=self._gallery_t.dtype)
+        out = self._buffers[i][:num_rows]
         if self.metric == "cosine":
             torch.mm(F.normalize(query_block, p=2, dim=1), self._gallery_t, out=out)
-            out.neg_().add_(1)  # (-s) + 1 rounds exactly like 1 - s
         else:
             query_sq = torch.pow(query_block, 2).sum(dim=1, keepdim=True)
+            self.may_overflow = self._gallery_overflow or not bool(torch.isfinite(query_sq).all())
             torch.add(query_sq, self._gallery_sq, out=out)
             out.addmm_(query_block, self._gallery_t, beta=1, alpha=-2)
         return out
+
+    @torch.no_grad()
+    def __call__(self, query_block):
+        """(B, G) distances of ``query_block`` (B, D) to the gallery (overwritten as :meth:`products`)."""
+        out = self.products(query_block)
+        if self.offset is not None:
+            out.neg_().add_(self.offset)  # (-s) + 1 rounds exactly like 1 - s
+        return out
+
+
+def block_bounds(num_query, block_rows):
+    """``(first, start, stop)`` of each query block: rows ``start:stop`` are computed as part of rows
+    ``first:stop``, which has at least MIN_BLOCK_ROWS rows when the query set has (see MIN_BLOCK_ROWS)."""
+    step = max(block_rows, MIN_BLOCK_ROWS)
+    for start in range(0, num_query, step):
+        yield max(0, min(start, num_query - MIN_BLOCK_ROWS)), start, min(start + step, num_query)
 
 
 def iter_distance_blocks(query_feats, gallery_feats, metric, block_rows):
@@ -77,11 +111,7 @@ def iter_distance_blocks(query_feats, gallery_feats, metric, block_rows):
     the rows before it (only its own rows are yielded). ``dist`` is overwritten by the next block.
     """
     blocks = DistanceBlocks(gallery_feats, metric)
-    num_q = query_feats.shape[0]
-    step = max(block_rows, MIN_BLOCK_ROWS)
-    for start in range(0, num_q, step):
-        stop = min(start + step, num_q)
-        first = max(0, min(start, num_q - MIN_BLOCK_ROWS))
+    for first, start, stop in block_bounds(query_feats.shape[0], block_rows):
         yield start, stop, blocks(query_feats[first:stop])[start - first:]
 
 
