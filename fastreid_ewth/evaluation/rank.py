@@ -126,7 +126,9 @@ def numpy_sum_of_sparse(seg, index, values, lengths):
         lengths: (S,) length of each array (``index < lengths[seg]``).
 
     Returns:
-        (S,) float64, element ``s`` equal to ``np.sum`` of the dense array ``s`` (0.0 for one with no entry).
+        (S,) float64, element ``s`` equal to ``np.sum`` of the dense array ``s`` (0.0 for one with no entry),
+        bit for bit with numpy 2.x; numpy 1.x (1.23 tested) rounds some sums of long arrays otherwise, in the
+        last bit.
 
     numpy adds a contiguous float64 array pairwise: an array of more than 128 elements is split at
     ``n2 = n // 2 - (n // 2) % 8`` and the two sums added; one of 8..128 elements is summed as 8 interleaved
