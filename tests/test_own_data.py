@@ -21,8 +21,9 @@ def my_cams(datasets_root, tmp_path_factory):
 
 
 def folder_cfg(folder, *opts):
-    return load_cfg(str(REPO / "projects" / "Demo.yml"), ["DATASETS.NAMES", '("ReidFolder",)', "DATASETS.TESTS",
-                                                          '("ReidFolder",)', "DATASETS.FOLDER.ROOT", folder] + list(opts))
+    opts = ["DATASETS.NAMES", '("ReidFolder",)', "DATASETS.TESTS", '("ReidFolder",)', "DATASETS.FOLDER.ROOT",
+            folder] + list(opts)
+    return load_cfg(str(REPO / "projects" / "Demo.yml"), opts)
 
 
 def test_folder_reads_every_image_with_its_identity_and_camera(my_cams):

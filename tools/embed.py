@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Embed a test set or a folder of images with a trained model: OUTPUT/query.npz + gallery.npz, or embeddings.npz.
+r"""Embed a test set or a folder of images with a trained model: OUTPUT/query.npz + gallery.npz, or embeddings.npz.
 
-    python tools/embed.py --config-file projects/Demo.yml --output logs/demo/embeddings MODEL.WEIGHTS logs/demo/model_final.pth
-    python tools/embed.py --config-file projects/Demo.yml --output out --images my_photos/ MODEL.WEIGHTS logs/demo/model_final.pth
+    python tools/embed.py --config-file projects/Demo.yml --output logs/demo/embeddings \
+        MODEL.WEIGHTS logs/demo/model_final.pth
+    python tools/embed.py --config-file projects/Demo.yml --output out --images my_photos/ \
+        MODEL.WEIGHTS logs/demo/model_final.pth
 
 Run from a checkout, it puts the checkout first on ``sys.path``, so it works without installing the package.
 """

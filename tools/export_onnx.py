@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Export a trained model to ONNX and check it with onnxruntime on real images (max abs diff <= 1e-4).
+r"""Export a trained model to ONNX and check it with onnxruntime on real images (max abs diff <= 1e-4).
 
-    python tools/export_onnx.py --config-file projects/Demo.yml --output logs/demo/model.onnx MODEL.WEIGHTS logs/demo/model_final.pth
+    python tools/export_onnx.py --config-file projects/Demo.yml --output logs/demo/model.onnx \
+        MODEL.WEIGHTS logs/demo/model_final.pth
 
 Run from a checkout, it puts the checkout first on ``sys.path``, so it works without installing the package.
 """

@@ -26,8 +26,9 @@ counted from 0 as fastreid does)::
         IMAGE_ROOT: /data/images  # relative paths start here (default: each list file's folder)
 
 fastreid builds datasets from their name and ``$FASTREID_DATASETS`` alone; these two also read their config
-node, so they are built by :func:`fastreid_ewth.data.build_dataset` (which :class:`~fastreid_ewth.engine.EWTHTrainer`'s loaders,
-the run checks and ``tools/embed.py`` use) through their ``from_config``. Reading checks every entry; a bad
+node, so they are built by :func:`fastreid_ewth.data.build_dataset` (which the loaders of
+:class:`~fastreid_ewth.engine.EWTHTrainer`, the run checks and ``tools/embed.py`` use) through their
+``from_config``. Reading checks every entry; a bad
 one is refused with the file (and line) it came from and the expected form. An empty split is refused by
 :func:`fastreid_ewth.data.require_split` when it is used, so a test-only folder still works.
 """

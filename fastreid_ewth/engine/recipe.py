@@ -35,7 +35,7 @@ from .setup import check_identity_sampler, log_to_output_dir, resolve_device
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RecipeTrainer", "available_cores", "test_loader"]
+__all__ = ["RecipeTrainer", "available_cores", "make_test_loader"]
 
 # the workers of fastreid's test loader
 _TEST_WORKERS = 4
@@ -49,7 +49,7 @@ def available_cores():
         return os.cpu_count() or 1
 
 
-def test_loader(cfg, test_set, num_query):
+def make_test_loader(cfg, test_set, num_query):
     """``(loader, num_query)``: fastreid's test loader of ``test_set`` in ``TEST.IMS_PER_BATCH`` batches.
 
     fastreid's always starts 4 workers; more than there are cores only adds processes (and torch's warning
@@ -113,7 +113,7 @@ class RecipeTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return test_loader(cfg, *build_test_set(cfg, dataset_name))
+        return make_test_loader(cfg, *build_test_set(cfg, dataset_name))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):

@@ -16,7 +16,7 @@ from fastreid.evaluation.evaluator import DatasetEvaluator, inference_on_dataset
 
 from ..data.own import IMAGE_EXTENSIONS, MARKET_NAME
 from ..engine import EWTHTrainer, load_trained_model
-from ..engine.recipe import test_loader
+from ..engine.recipe import make_test_loader
 from .embeddings import Embeddings, save_embeddings
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def folder_images(folder):
 def embed_folder(cfg, model, folder, progress=True):
     """:class:`Embeddings` of every image under ``folder`` (see :func:`folder_images`), with the test transforms."""
     test_set = CommDataset(folder_images(folder), build_transforms(cfg, is_train=False), relabel=False)
-    loader, _ = test_loader(cfg, test_set, 0)
+    loader, _ = make_test_loader(cfg, test_set, 0)
     return _collect(cfg, model, loader, "embedding " + folder, progress)
 
 
