@@ -1,9 +1,9 @@
 """The files this package writes: the names in a run folder, and the one way to write a file atomically.
 
 A run folder (``OUTPUT_DIR``) holds fastreid's files (``log.txt``, ``config.yaml``, ``metrics.json``,
-``model_XXXX.pth``, ``model_final.pth``, the ``last_checkpoint`` pointer) and this package's
-(``model_last_good.pth``, the runner's ``reproduce_done.json``). Every module that reads or writes one of
-them imports its name from here.
+``model_XXXX.pth``, ``model_final.pth``, ``model_best.pth``, the ``last_checkpoint`` pointer) and this
+package's (``model_last_good.pth``, the training's ``train.lock``, the runner's ``reproduce_done.json``).
+Every module that reads or writes one of them imports its name from here.
 
 ``atomic_write`` is the only writer of files that must appear whole or not at all: checkpoints and their
 pointer, the runner's markers, plots, the generated SynthReID set's marker, downloaded weights. A job killed
@@ -21,14 +21,17 @@ import uuid
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CONFIG_YAML", "DIAGNOSTICS_PREFIX", "LAST_CHECKPOINT", "LAST_GOOD", "LOG_TXT", "METRICS_JSON", "MODEL_FINAL",
-    "REPRODUCE_ATTEMPTS", "REPRODUCE_DONE", "REPRODUCE_STDOUT", "atomic_write", "remove_stale_temporaries",
+    "CONFIG_YAML", "DIAGNOSTICS_PREFIX", "EVAL_ONLY_DIR", "LAST_CHECKPOINT", "LAST_GOOD", "LOG_TXT", "METRICS_JSON",
+    "MODEL_BEST", "MODEL_FINAL", "REPRODUCE_ATTEMPTS", "REPRODUCE_DONE", "REPRODUCE_STDOUT", "TRAIN_LOCK",
+    "atomic_write", "remove_stale_temporaries",
 ]
 
 #: fastreid's pointer file: the basename of the newest checkpoint, read by ``--resume``
 LAST_CHECKPOINT = "last_checkpoint"
 #: fastreid's checkpoint after the last epoch (``model_final`` + ``.pth``)
 MODEL_FINAL = "model_final.pth"
+#: fastreid's copy of the checkpoint with the best metric so far (written just before that epoch's own)
+MODEL_BEST = "model_best.pth"
 #: fastreid's JSON writer: one record per line with the logged scalars
 METRICS_JSON = "metrics.json"
 #: fastreid's log of the main process (``log.txt.rankN`` on the others)
@@ -37,6 +40,10 @@ LOG_TXT = "log.txt"
 CONFIG_YAML = "config.yaml"
 #: this package's snapshot of the last good state when a loss stops being finite (name without ``.pth``)
 LAST_GOOD = "model_last_good"
+#: the lock a training holds on its OUTPUT_DIR, naming its holder (``reliability.lock``)
+TRAIN_LOCK = "train.lock"
+#: where an ``--eval-only`` run writes its log and config copy while a training holds its OUTPUT_DIR
+EVAL_ONLY_DIR = "eval_only"
 #: prefix of the metric-loss diagnostics in fastreid's event storage: ``diag/hinge_active``, ...
 DIAGNOSTICS_PREFIX = "diag/"
 #: ``tools/reproduce.py``'s marker of a run that trained to the end (exit status 0 and ``model_final.pth``)

@@ -10,6 +10,8 @@ The command line is fastreid's ``default_argument_parser`` (that of fastreid's `
 ``--dist-url`` and trailing ``KEY VALUE`` pairs that override the config. ``--num-gpus N`` starts N
 processes (torch.distributed): one per GPU with NCCL, or N CPU processes with gloo on a machine without
 CUDA. Any error, a non-finite loss included, ends the command with a non-zero exit status.
+A training locks its ``OUTPUT_DIR`` for as long as it runs: a second training into the same folder stops
+at once, naming the first one (``--eval-only`` takes no lock).
 
 The checkout's ``tools/train_net.py`` is this module with the checkout put on ``sys.path``; this module
 needs nothing but the installed package (config files are the user's: pass their paths).
@@ -20,18 +22,25 @@ import fastreid_ewth  # noqa: F401  (patches fastreid, registers the plugin)
 from fastreid.engine import default_argument_parser
 
 from fastreid_ewth.engine import EWTHTrainer, evaluate_checkpoint, launch, setup_cfg
+from fastreid_ewth.reliability.lock import release_output_dir
 
 __all__ = ["build_parser", "main", "run"]
 
 
 def main(args):
-    """One process of a run: set the config up, then evaluate (``--eval-only``) or train -> results."""
+    """One process of a run: set the config up, then evaluate (``--eval-only``) or train -> results.
+
+    A training holds the lock on its ``OUTPUT_DIR`` (taken by ``setup_cfg``) until it ends, however it ends.
+    """
     cfg = setup_cfg(args)
     if args.eval_only:
         return evaluate_checkpoint(cfg)
-    trainer = EWTHTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    try:
+        trainer = EWTHTrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        return trainer.train()
+    finally:
+        release_output_dir(cfg.OUTPUT_DIR)
 
 
 def build_parser(prog=None):

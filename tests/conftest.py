@@ -1,9 +1,13 @@
 import logging
 import os
 import pathlib
+import signal
+import subprocess
 import sys
+import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+TRAIN_NET = str(REPO / "tools" / "train_net.py")
 
 # fastreid reads FASTREID_DATASETS when its data module is imported: fix it before anything imports it.
 # SynthReID is generated there once (a few seconds) and reused by later runs.
@@ -130,3 +134,54 @@ def copy_synth_subset(datasets_root, target):
                 shutil.copy(os.path.join(source, sub, name), os.path.join(target, sub, name))
                 expected[split].append((name, pid, int(name[6]) - 1))  # "PPPP_cC...": camera C counted from 1
     return expected
+
+
+@pytest.fixture
+def launched():
+    """Processes started by ``start_train_net``; whatever still runs at the end is killed with its children."""
+    procs = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def start_train_net(launched, out, *args, env):
+    """Start tools/train_net.py on projects/Demo.yml in its own process group, output to ``<out>.<n>.log``
+    (a file, not a pipe: nobody reads a pipe while the run goes on); returns the process, with ``log`` and
+    ``started`` (its start time) set."""
+    cmd = [sys.executable, TRAIN_NET, "--config-file", "projects/Demo.yml", *args, "OUTPUT_DIR", str(out)]
+    log = "{}.{}.log".format(out, len(launched))
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.log = log
+    proc.started = time.time()
+    launched.append(proc)
+    return proc
+
+
+#: the SynthReID slice of ``small_root``: 151 training images (9 steps of 16 per epoch), 24 query and 80
+#: gallery images
+SLICE_TRAIN_IDS, SLICE_TEST_IDS = 16, 12
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory, datasets_root):
+    """A $FASTREID_DATASETS holding a SynthReID slice (symlinks): its first SLICE_TRAIN_IDS training and
+    SLICE_TEST_IDS test identities, for short trainings in subprocesses."""
+    source = os.path.join(datasets_root, "SynthReID")
+    root = tmp_path_factory.mktemp("synth_slice")
+    target = root / "SynthReID"
+    with open(os.path.join(source, "SYNTHREID_COMPLETE")) as f:
+        marker = f.read()
+    for split, count in (("bounding_box_train", SLICE_TRAIN_IDS), ("query", SLICE_TEST_IDS),
+                         ("bounding_box_test", SLICE_TEST_IDS)):
+        names = sorted(os.listdir(os.path.join(source, split)))
+        keep = sorted({n[:4] for n in names})[:count]
+        (target / split).mkdir(parents=True)
+        for n in names:
+            if n[:4] in keep:
+                os.symlink(os.path.join(source, split, n), target / split / n)
+    (target / "SYNTHREID_COMPLETE").write_text(marker)
+    return root

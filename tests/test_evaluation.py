@@ -38,6 +38,7 @@ from fastreid_ewth.evaluation import (
 from fastreid_ewth.evaluation import rank as rank_module
 from fastreid_ewth.evaluation.distance import DistanceBlocks, iter_distance_blocks
 from fastreid_ewth.evaluation.rank import GalleryRanker, numpy_sum_of_sparse
+from fastreid_ewth.config import add_ewth_config
 
 warnings.filterwarnings("ignore", message=".*addmm_.*")  # fastreid's euclidean uses a deprecated overload
 
@@ -68,14 +69,18 @@ def random_case(rng, num_q, num_g, num_ids, num_cams, kind):
 
 
 def slow_reference(dist, q_pids, g_pids, q_cams, g_cams, max_rank, sort_kind="quicksort"):
-    """Per-query loop straight from the protocol's definition; the tie order is that of ``sort_kind``.
+    """Per-query loop straight from the protocol's definition; the tie order is that of ``sort_kind``
+    (``"pessimistic"``: at equal distances, entries of other identities first).
 
     Each query's CMC is cut at ``max_rank`` and continued at 1 past the end of a short kept gallery.
     """
     cmcs, aps, inps = [], [], []
     max_rank = min(max_rank, dist.shape[1])
     for i in range(dist.shape[0]):
-        order = np.argsort(dist[i], kind=sort_kind)
+        if sort_kind == "pessimistic":
+            order = np.lexsort((g_pids == q_pids[i], dist[i]))
+        else:
+            order = np.argsort(dist[i], kind=sort_kind)
         keep = ~((g_pids[order] == q_pids[i]) & (g_cams[order] == q_cams[i]))
         hits = (g_pids[order][keep] == q_pids[i])
         if not hits.any():
@@ -158,6 +163,47 @@ def test_ties_follow_fastreid_argsort_not_a_stable_sort():
         stable = slow_reference(dist, q_pids, g_pids, q_cams, g_cams, 10, sort_kind="stable")
         differs += not np.allclose(np.mean(stable[1]), np.mean(ours[1]), rtol=0, atol=1e-9)
     assert differs > 0, "ties should matter in these cases, else this test proves nothing"
+
+
+def test_pessimistic_ties_put_wrong_matches_first():
+    """ties="pessimistic": a correct match ranks after every kept wrong entry at its distance; never above
+    fastreid's numbers, equal to them where nothing ties."""
+    differs = 0
+    for seed in range(10):
+        rng = np.random.default_rng(300 + seed)
+        kind = "int-ties" if seed % 2 else "int64-ties"
+        dist, q_pids, g_pids, q_cams, g_cams = random_case(rng, 40, 200, 8, 3, kind)
+        ours = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, 10, ties="pessimistic",
+                             block_size=int(rng.integers(1, 50)))
+        assert_same_rank(ours, slow_reference(dist, q_pids, g_pids, q_cams, g_cams, 10, "pessimistic"), tol=1e-12)
+        fast = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, 10)
+        assert np.all(ours[1] <= fast[1]) and np.all(ours[0] <= fast[0])
+        differs += not np.array_equal(ours[1], fast[1])
+    assert differs > 0, "ties should matter in these cases, else this test proves nothing"
+    rng = np.random.default_rng(5)
+    dist, q_pids, g_pids, q_cams, g_cams = random_case(rng, 50, 300, 10, 3, "float64")  # no ties
+    assert_equal_rank(evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, ties="pessimistic"),
+                      eval_market1501(dist, q_pids, g_pids, q_cams, g_cams, 50))
+
+
+def test_collapsed_features_rank_worst_under_pessimistic_ties():
+    """Every distance equal: each correct match comes after all wrong entries, whatever the sort does."""
+    q_pids, g_pids = np.array([1, 2]), np.array([1, 1, 2, 3, 3, 3])
+    q_cams, g_cams = np.array([0, 0]), np.array([1, 2, 1, 1, 1, 1])
+    cmc, ap, inp = evaluate_rank(np.ones((2, 6), np.float32), q_pids, g_pids, q_cams, g_cams, 6, ties="pessimistic")
+    # query 1: correct at positions 5, 6 of 6; query 2: at position 6
+    np.testing.assert_allclose(ap, [(1 / 5 + 2 / 6) / 2, 1 / 6])
+    np.testing.assert_allclose(inp, [2 / 6, 1 / 6])
+    np.testing.assert_array_equal(cmc, np.float32([0, 0, 0, 0, 0.5, 1]))
+
+
+def test_bad_ties_rule_is_refused():
+    rng = np.random.default_rng(0)
+    dist, q_pids, g_pids, q_cams, g_cams = random_case(rng, 5, 20, 3, 2, "float32")
+    with pytest.raises(ValueError, match="TEST.TIES.*'stable'"):
+        evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, ties="stable")
+    with pytest.raises(ValueError, match="pessimistic"):
+        rank_features(torch.randn(5, 4), torch.randn(20, 4), q_pids, g_pids, q_cams, g_cams, ties="best")
 
 
 def test_rank_accepts_torch_tensors_and_large_blocked_case():
@@ -443,6 +489,12 @@ def test_tied_distances_follow_fastreid_argsort(metric, kind):
     for block in (None, 16, 33):
         assert_equal_rank(rank_features(q, g, q_pids, g_pids, q_cams, g_cams, metric, block_size=block), ref)
     assert_equal_rank(evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, block_size=9), ref)
+    # the pessimistic rule: the same from features as from the whole matrix, and as the slow loop
+    pess = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, block_size=9, ties="pessimistic")
+    assert_same_rank(pess, slow_reference(dist, q_pids, g_pids, q_cams, g_cams, 50, "pessimistic"), tol=1e-12)
+    for block in (None, 16):
+        assert_equal_rank(rank_features(q, g, q_pids, g_pids, q_cams, g_cams, metric, block_size=block,
+                                        ties="pessimistic"), pess)
 
 
 @pytest.mark.parametrize("num_g", [1, 2, 3, 5, 9])
@@ -620,6 +672,34 @@ def test_evaluator_matches_reid_evaluator(metric, option, cpu_jaccard):
     for key in ref:
         assert float(got[key]) == pytest.approx(float(ref[key]), abs=1e-6), key
     assert 0 < got["mAP"] <= 100  # percent, as fastreid prints
+
+
+def test_evaluator_ties_rule_from_config():
+    """TEST.TIES: 'fastreid' gives fastreid's ReidEvaluator numbers on tied features, the default
+    ('pessimistic', also without add_ewth_config) the slow loop's with wrong matches first."""
+    num_q, batches = make_batches(seed=3)
+    # integer-valued features: many exact correct/wrong ties
+    batches = [(inputs, torch.round(outputs / 2)) for inputs, outputs in batches]
+    pids = np.concatenate([b[0]["targets"].numpy() for b in batches])
+    cams = np.concatenate([b[0]["camids"].numpy() for b in batches])
+    feats = torch.cat([b[1] for b in batches])
+    dist = build_dist(feats[:num_q], feats[num_q:], "cosine")
+    assert correct_wrong_ties(dist, pids[:num_q], pids[num_q:], cams[:num_q], cams[num_q:]) > 0
+    cfg = get_cfg()
+    ref = run_evaluator(reid_evaluation.ReidEvaluator, cfg, num_q, batches)
+    pessimistic = run_evaluator(ExactReidEvaluator, cfg, num_q, batches)
+    slow = slow_reference(dist, pids[:num_q], pids[num_q:], cams[:num_q], cams[num_q:], 50, "pessimistic")
+    assert pessimistic["mAP"] == pytest.approx(100 * np.mean(slow[1]), abs=1e-9)
+    assert pessimistic["mAP"] < ref["mAP"]
+    add_ewth_config(cfg)
+    assert cfg.TEST.TIES == "pessimistic"
+    cfg.TEST.TIES = "fastreid"
+    got = run_evaluator(ExactReidEvaluator, cfg, num_q, batches)
+    for key in ref:
+        assert float(got[key]) == pytest.approx(float(ref[key]), abs=1e-9), key
+    cfg.TEST.TIES = "random"
+    with pytest.raises(ValueError, match="TEST.TIES"):
+        ExactReidEvaluator(cfg, num_q)
 
 
 def test_evaluator_gathers_across_processes(monkeypatch):

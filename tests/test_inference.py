@@ -110,6 +110,7 @@ def test_embed_writes_the_test_set_in_order_with_its_labels(trained, embedded):
 @pytest.mark.parametrize("test_opts", [
     (),
     ("TEST.METRIC", "euclidean", "TEST.AQE.ENABLED", "True", "TEST.RERANK.ENABLED", "True", "TEST.ROC.ENABLED", "True"),
+    ("TEST.TIES", "fastreid"),
 ])
 def test_offline_evaluation_equals_eval_only_exactly(trained, embedded, test_opts):
     cfg = cfg_of(trained, *test_opts)
@@ -138,6 +139,9 @@ def test_evaluate_cli_prints_fastreids_table_and_writes_json(trained, embedded, 
     assert evaluate_main(args) == 0
     assert json.loads((tmp_path / "r.json").read_text())["mAP"] == pytest.approx(
         float(evaluate_embeddings(load_cfg("", []), *embedded)["mAP"]))
+    assert evaluate_main(args + ["--ties", "fastreid"]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["mAP"] == pytest.approx(
+        float(evaluate_embeddings(load_cfg("", ["TEST.TIES", "fastreid"]), *embedded)["mAP"]))
 
 
 def test_evaluate_refuses_unlabelled_or_mismatched_embeddings(embedded, tmp_path, capsys):
@@ -191,6 +195,7 @@ def test_embed_cli_and_its_bad_input(trained, tmp_path, capsys):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+@pytest.mark.heavy
 def test_tools_run_from_a_checkout(trained, embedded):
     done = subprocess.run([sys.executable, str(REPO / "tools" / "evaluate.py"), "--query", embedded[0].source,
                            "--gallery", embedded[1].source], capture_output=True, text=True)

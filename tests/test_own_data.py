@@ -141,6 +141,7 @@ def test_bad_list_lines_are_refused_naming_file_and_line(tmp_path, line, message
         build_dataset(cfg, "ReidList")
 
 
+@pytest.mark.heavy
 def test_a_copy_under_another_name_trains_and_evaluates_from_yaml_alone(my_cams, tmp_path):
     folder, expected = my_cams
     config = tmp_path / "my_cams.yml"

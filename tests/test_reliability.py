@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import socket
-import subprocess
 import sys
 import textwrap
 import time
@@ -22,35 +21,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, start_train_net
 
-TRAIN_NET = str(REPO / "tools" / "train_net.py")
-TRAIN_IDS = 16  # 151 images: 9 steps of 16 images per epoch
-TEST_IDS = 12  # 24 query and 80 gallery images
 
 
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def small_root(tmp_path_factory, datasets_root):
-    """A $FASTREID_DATASETS holding a SynthReID slice: the first TRAIN_IDS / TEST_IDS identities."""
-    source = os.path.join(datasets_root, "SynthReID")
-    root = tmp_path_factory.mktemp("synth_slice")
-    target = root / "SynthReID"
-    with open(os.path.join(source, "SYNTHREID_COMPLETE")) as f:
-        marker = f.read()
-    for split, count in (("bounding_box_train", TRAIN_IDS), ("query", TEST_IDS), ("bounding_box_test", TEST_IDS)):
-        names = sorted(os.listdir(os.path.join(source, split)))
-        keep = sorted({n[:4] for n in names})[:count]
-        (target / split).mkdir(parents=True)
-        for n in names:
-            if n[:4] in keep:
-                os.symlink(os.path.join(source, split, n), target / split / n)
-    (target / "SYNTHREID_COMPLETE").write_text(marker)
-    return root
-
-
 PROBE = textwrap.dedent('''
     import json, os
     if os.environ.get("EWTH_PROBE_DIR"):
@@ -126,28 +103,6 @@ def _env(small_root, probe=None, **extra):
     return env
 
 
-@pytest.fixture
-def launched():
-    """Processes started by ``_train_net``; whatever is still running at the end is killed with its children."""
-    procs = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _train_net(launched, out, *args, env):
-    """Start tools/train_net.py on projects/Demo.yml in its own process group; output goes to ``<out>.log``."""
-    cmd = [sys.executable, TRAIN_NET, "--config-file", "projects/Demo.yml", *args, "OUTPUT_DIR", str(out)]
-    log = "{}.{}.log".format(out, len(launched))
-    with open(log, "w") as f:  # a file, not a pipe: nobody reads a pipe while the run goes on
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-    proc.log = log
-    launched.append(proc)
-    return proc
-
-
 def _output(proc):
     with open(proc.log) as f:
         return f.read()
@@ -194,8 +149,8 @@ RESUME_RUN = ["MODEL.LOSSES.NAME", '("CrossEntropyLoss", "EWTHLoss", "CenterLoss
 def test_resume_after_sigkill_ends_where_the_uninterrupted_run_ends(tmp_path, small_root, launched):
     env = _env(small_root)
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    reference = _train_net(launched, whole, *RESUME_RUN, env=env)
-    victim = _train_net(launched, cut, *RESUME_RUN, env=env)
+    reference = start_train_net(launched, whole, *RESUME_RUN, env=env)
+    victim = start_train_net(launched, cut, *RESUME_RUN, env=env)
     pointer = cut / "last_checkpoint"
     deadline = time.time() + 600
     while not pointer.exists():  # kill as soon as the first checkpoint is complete
@@ -208,7 +163,7 @@ def test_resume_after_sigkill_ends_where_the_uninterrupted_run_ends(tmp_path, sm
     killed_at = pointer.read_text()
     assert killed_at != "model_final.pth" and not (cut / "model_final.pth").exists()
 
-    resumed = _train_net(launched, cut, "--resume", *RESUME_RUN, env=env)
+    resumed = start_train_net(launched, cut, "--resume", *RESUME_RUN, env=env)
     rc, log = _finish(resumed)
     assert rc == 0, log[-3000:]
     assert "Resuming at epoch 1 (iteration 9)" in log, log[-3000:]
@@ -442,11 +397,12 @@ def test_training_state_round_trip_restores_every_generator_and_loads_weights_on
 # --------------------------------------------------------------------------------------------------
 # 3. multi-process with gloo
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.heavy
 def test_two_process_gloo_run_splits_batches_reduces_losses_and_only_rank0_writes(tmp_path, small_root, probe,
                                                                                  launched):
     out = tmp_path / "ddp"
     out.mkdir()
-    proc = _train_net(launched, out, "--num-gpus", "2", "--dist-url", "auto", "SOLVER.MAX_EPOCH", "1",
+    proc = start_train_net(launched, out, "--num-gpus", "2", "--dist-url", "auto", "SOLVER.MAX_EPOCH", "1",
                       "SOLVER.IMS_PER_BATCH", "32", "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "1",
                       "DATALOADER.NUM_WORKERS", "0", env=_env(small_root, probe, EWTH_PROBE_DIR=out))
     rc, log = _finish(proc)
@@ -478,7 +434,7 @@ def test_nonfinite_loss_stops_before_the_update_and_saves_the_last_good_state(tm
                                                                              launched):
     out = tmp_path / "nan"
     out.mkdir()
-    proc = _train_net(launched, out, "SOLVER.MAX_EPOCH", "3", "SOLVER.STEPS", "[2]", "SOLVER.CHECKPOINT_PERIOD", "1",
+    proc = start_train_net(launched, out, "SOLVER.MAX_EPOCH", "3", "SOLVER.STEPS", "[2]", "SOLVER.CHECKPOINT_PERIOD", "1",
                       "TEST.EVAL_PERIOD", "3", "SOLVER.IMS_PER_BATCH", "16", "DATALOADER.NUM_WORKERS", "0",
                       env=_env(small_root, probe, EWTH_PROBE_DIR=out, EWTH_PROBE_NAN_AT=11))
     rc, log = _finish(proc)

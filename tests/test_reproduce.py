@@ -478,6 +478,7 @@ def reproduced(tmp_path_factory, datasets_root):
     return {"out": out, "code": code, "second": second, "checkpoint_mtime": checkpoint_mtime}
 
 
+@pytest.mark.heavy
 def test_report_has_the_papers_and_the_measured_columns(reproduced):
     out = reproduced["out"]
     assert reproduced["code"] == 0, "\n".join(reproduced["second"])
@@ -499,6 +500,7 @@ def test_report_has_the_papers_and_the_measured_columns(reproduced):
     assert "`BoT_TH`" in report and "`BoT_HNEWTH`" in report and "map_vs_paper.png" in report
 
 
+@pytest.mark.heavy
 def test_plots_are_valid_pngs(reproduced):
     import matplotlib.image
 
@@ -512,6 +514,7 @@ def test_plots_are_valid_pngs(reproduced):
         assert float(image[..., :3].std()) > 0.01  # something was drawn
 
 
+@pytest.mark.heavy
 def test_interrupted_run_is_resumed_not_restarted(reproduced):
     out = reproduced["out"]
     run = out / "SynthReID" / "BoT_HNEWTH"
@@ -547,6 +550,7 @@ def test_second_invocation_skips_finished_runs(reproduced, monkeypatch):
     assert (out / "report.csv").stat().st_mtime_ns > before  # the report is rewritten all the same
 
 
+@pytest.mark.heavy
 def test_metrics_json_holds_the_diagnostics_in_range(reproduced):
     out = reproduced["out"]
     for config, ew in (("BoT_TH", False), ("BoT_HNEWTH", True)):

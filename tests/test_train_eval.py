@@ -119,6 +119,7 @@ OUTSIDE_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.heavy
 def test_plugin_from_outside_the_repo_keeps_vanilla_fastreid_working(tmp_path, datasets_root):
     script = tmp_path / "use_plugin.py"
     script.write_text(OUTSIDE_SCRIPT)

@@ -709,6 +709,7 @@ def test_help(capsys):
         assert option in text
 
 
+@pytest.mark.heavy
 def test_script_runs_from_checkout(case, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ)

@@ -438,6 +438,7 @@ EXTERNAL = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.heavy
 def test_a_loss_registered_outside_the_repository_trains_by_name(tmp_path, datasets_root):
     (tmp_path / "my_project.py").write_text(EXTERNAL)
     (tmp_path / "my_loss.yml").write_text(textwrap.dedent('''

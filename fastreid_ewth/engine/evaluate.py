@@ -4,8 +4,8 @@ import os
 
 import torch
 
-from .. import compat
 from ..files import CONFIG_YAML, MODEL_FINAL
+from ..reliability.checkpoint import DamagedCheckpointError, load_checkpoint
 from .trainer import EWTHTrainer
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,11 @@ def _classifier_rows(state_dict):
 
 
 def _read_state_dict(path):
-    checkpoint = compat.load_checkpoint_file(path)
+    try:
+        checkpoint = load_checkpoint(path)
+    except DamagedCheckpointError as e:  # e.g. a zip whose content is damaged: the cheap checks cannot see it
+        raise ValueError("MODEL.WEIGHTS {!r} {}. Pass the checkpoint of a finished run, e.g. `MODEL.WEIGHTS "
+                         "<OUTPUT_DIR>/{}`.".format(path, e.problem, MODEL_FINAL)) from None
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise ValueError("MODEL.WEIGHTS {!r} is not a model checkpoint (expected a state dict, or a dict with a "

@@ -4,7 +4,7 @@
   ``evaluate_rank`` (Market1501 protocol);
 * :func:`evaluate_features` — the same metrics from features, distances computed block by block;
 * :class:`ExactReidEvaluator` — drop-in for fastreid's ``ReidEvaluator`` (honours ``TEST.METRIC``, ``AQE``,
-  ``RERANK``, ``ROC``).
+  ``RERANK``, ``ROC``; ``TEST.TIES`` orders exact correct/wrong ties).
 """
 from .evaluator import ExactReidEvaluator
 from .features import evaluate_features, rank_features

@@ -3,9 +3,12 @@
 Same inputs (``process(inputs, outputs)`` with ``inputs["targets"]``, ``inputs["camids"]`` and the feature
 tensor as ``outputs``), same multi-process gathering through ``fastreid.utils.comm``, same config keys
 (``TEST.METRIC``, ``TEST.AQE``, ``TEST.RERANK``, ``TEST.ROC``) and the same result keys, so fastreid's
-``print_csv_format`` prints its usual table. Differences: nothing is ever compiled (fastreid's evaluator
-runs ``make`` in site-packages and exits the process when that fails), ranking is the vectorised
-:mod:`.rank`, and without re-ranking or ROC the distance matrix is never held whole.
+``print_csv_format`` prints its usual table. One key more, ``TEST.TIES``: how a correct and a wrong match
+at exactly the same distance are ordered (:mod:`.rank`). Its default, ``"pessimistic"`` (the wrong ones
+first), gives the same numbers on every machine; fastreid's numbers are the same whenever no such tie
+occurs, and ``TEST.TIES fastreid`` reproduces fastreid's order of this machine's numpy in every case.
+Differences: nothing is ever compiled (fastreid's evaluator runs ``make`` in site-packages and exits the
+process when that fails), ranking is the vectorised :mod:`.rank`, and without re-ranking or ROC the distance matrix is never held whole.
 """
 import copy
 import itertools
@@ -26,7 +29,7 @@ from .. import compat
 from .checks import as_features
 from .distance import check_metric, pairwise_distance
 from .features import rank_features
-from .rank import evaluate_rank
+from .rank import TEST_TIES_DEFAULT, check_ties, evaluate_rank
 from .roc import roc_scores
 
 logger = logging.getLogger(__name__)
@@ -49,8 +52,10 @@ class ExactReidEvaluator(DatasetEvaluator):
         self._output_dir = output_dir
         self._cpu_device = torch.device("cpu")
         self._predictions = []
-        # a typo in TEST.METRIC should fail now, not after a full inference pass
+        # a typo in TEST.METRIC or TEST.TIES should fail now, not after a full inference pass
         check_metric(cfg.TEST.METRIC)
+        # a config built without add_ewth_config (fastreid's get_cfg alone) has no TEST.TIES
+        self._ties = check_ties(cfg.TEST.get("TIES", TEST_TIES_DEFAULT))
 
     def reset(self):
         self._predictions = []
@@ -102,9 +107,10 @@ class ExactReidEvaluator(DatasetEvaluator):
             dist = pairwise_distance(query, gallery, test.METRIC).numpy()
             if test.RERANK.ENABLED:
                 dist = self._rerank(query, gallery, dist)
-            cmc, all_AP, all_INP = evaluate_rank(dist, q_pids, g_pids, q_camids, g_camids)
+            cmc, all_AP, all_INP = evaluate_rank(dist, q_pids, g_pids, q_camids, g_camids, ties=self._ties)
         else:
-            cmc, all_AP, all_INP = rank_features(query, gallery, q_pids, g_pids, q_camids, g_camids, test.METRIC)
+            cmc, all_AP, all_INP = rank_features(query, gallery, q_pids, g_pids, q_camids, g_camids, test.METRIC,
+                                                 ties=self._ties)
 
         results = OrderedDict()
         mAP = np.mean(all_AP)

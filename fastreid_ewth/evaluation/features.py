@@ -15,7 +15,7 @@ import torch
 
 from .checks import as_features, as_labels, check_block_size, check_max_rank, check_no_nan_rows
 from .distance import DistanceBlocks, block_bounds, check_metric
-from .rank import GalleryRanker, RankAccumulator, block_rows
+from .rank import GalleryRanker, RankAccumulator, block_rows, check_ties
 
 __all__ = ["evaluate_features", "rank_features", "summarize"]
 
@@ -41,7 +41,7 @@ def summarize(cmc, all_AP, all_INP):
 
 
 def evaluate_features(query_feats, gallery_feats, q_pids, g_pids, q_camids, g_camids, metric="cosine",
-                      max_rank=50, *, block_size=None):
+                      max_rank=50, *, block_size=None, ties="fastreid"):
     """mAP, mINP and CMC of query features against gallery features (Market1501 protocol).
 
     Args:
@@ -50,6 +50,8 @@ def evaluate_features(query_feats, gallery_feats, q_pids, g_pids, q_camids, g_ca
         metric: "cosine" or "euclidean", as fastreid's ``build_dist`` (and ``TEST.METRIC``) defines them.
         max_rank: length of the CMC curve (cut to the gallery size when larger).
         block_size: query rows per distance block (default: about 32M distances per block; at least 16).
+        ties: ``"fastreid"`` or ``"pessimistic"``, the order of a correct and a wrong match at exactly the
+            same distance (:mod:`.rank`).
 
     Returns:
         dict with fractions in [0, 1] (not percent): ``mAP``, ``mINP``, ``Rank-1``, ``Rank-5``, ``Rank-10``
@@ -61,13 +63,14 @@ def evaluate_features(query_feats, gallery_feats, q_pids, g_pids, q_camids, g_ca
         correct match.
     """
     return summarize(*rank_features(query_feats, gallery_feats, q_pids, g_pids, q_camids, g_camids, metric,
-                                    max_rank, block_size=block_size))
+                                    max_rank, block_size=block_size, ties=ties))
 
 
 def rank_features(query_feats, gallery_feats, q_pids, g_pids, q_camids, g_camids, metric="cosine", max_rank=50,
-                  *, block_size=None):
+                  *, block_size=None, ties="fastreid"):
     """Like :func:`evaluate_features` but returns :func:`~.rank.evaluate_rank`'s ``(cmc, all_AP, all_INP)``."""
     check_metric(metric)
+    check_ties(ties)
     query = as_features(query_feats, "query_feats")
     gallery = as_features(gallery_feats, "gallery_feats")
     if query.shape[1] != gallery.shape[1]:
@@ -92,7 +95,7 @@ def rank_features(query_feats, gallery_feats, q_pids, g_pids, q_camids, g_camids
     acc = RankAccumulator(num_g, max_rank)
     threads = torch.get_num_threads()
     if not OVERLAP or threads < 2:
-        ranker = GalleryRanker(g_pids, g_camids)
+        ranker = GalleryRanker(g_pids, g_camids, ties=ties)
         blocks = DistanceBlocks(gallery, metric)
         for first, start, stop in block_bounds(num_q, step):
             products = _products(blocks, query, first, start, stop)
@@ -100,7 +103,7 @@ def rank_features(query_feats, gallery_feats, q_pids, g_pids, q_camids, g_camids
         return acc.result()
 
     # rank block k in the background while the matrix product of block k + 1 runs
-    ranker = GalleryRanker(g_pids, g_camids, num_threads=threads - 1)
+    ranker = GalleryRanker(g_pids, g_camids, num_threads=threads - 1, ties=ties)
     blocks = DistanceBlocks(gallery, metric, num_buffers=2)
     pending = None
     with ThreadPoolExecutor(max_workers=1) as background:

@@ -31,21 +31,34 @@ needs more than a few row-sized buffers per thread. (Binary-searching every entr
 row's correct-match distances instead, with ``torch.searchsorted``, is a scalar search per entry: measured
 several times slower than the value sort.)
 
-Ties: fastreid orders equal distances by numpy's default (unstable) argsort, so when a correct match and
-a kept wrong match are at *exactly* the same distance, their order -- and thus AP/CMC -- is whatever that
-sort produced, and nothing short of running it predicts that order. The binary search sees such a tie
-for free (``entries == d`` exceeds the correct matches and junk at ``d``); for those rows we run the very
-same ``np.argsort`` on the same values (numpy sorts every row of a 2-D array independently, so one row
-gives the same order as fastreid's whole matrix) and read, in the slice of equal distances, which kept
-entries precede each tied correct match. Only that slice is looked at; the other correct matches keep
-their counted positions. Ties among correct matches only, or with junk only, change nothing.
+Ties (``ties=``): when a correct match and a kept wrong match are at *exactly* the same distance, their
+order decides AP/CMC, and the two rules differ only there:
+
+* ``"fastreid"`` (the default of the functions here, which mirror fastreid's): the order of numpy's
+  default (unstable) ``np.argsort``, which fastreid ranks with. Nothing short of running that sort
+  predicts it, and it is not one order: numpy 2 on AVX2/AVX-512 CPUs sorts with SIMD kernels whose tie
+  order differs from numpy 1.x's introsort (and from each other), so fastreid's own number for a tied
+  row depends on the machine. The binary search sees such a tie for free (``entries == d`` exceeds the
+  correct matches and junk at ``d``); for those rows we run the very same ``np.argsort`` on the same
+  values (numpy sorts every row of a 2-D array independently, so one row gives the same order as
+  fastreid's whole matrix) and read, in the slice of equal distances, which kept entries precede each
+  tied correct match. Only that slice is looked at; the other correct matches keep their counted
+  positions.
+* ``"pessimistic"`` (``ExactReidEvaluator``'s default, ``TEST.TIES``): every kept wrong entry at a
+  correct match's distance ranks before it, i.e. a tie counts against the model. The same numbers on
+  every machine, never above fastreid's, and free: the formula above counts entries ``<= d`` instead of
+  ``< d``, and no argsort is needed. A model whose features collapsed (all distances equal) gets the worst
+  ranking instead of whatever the sort produced.
+
+Ties among correct matches only, or with junk only, change nothing under either rule.
 
 Such ties are not rare: float32 distances near 1 are spaced 6e-8..1.2e-7 apart, so with untrained
 (random) 2048-d features about a quarter of the rows have one at Market1501 size and nine in ten at
-MSMT17 size, and each of those rows costs fastreid's argsort on top of the value sort. That argsort is
-the floor of this method's cost there. When most rows need it, rows skip the value sort and are argsorted
-right away (the binary searches then read the row through the argsort's indices, numpy's ``sorter``);
-the numbers are the same either way.
+MSMT17 size. Under ``"fastreid"`` each of those rows costs fastreid's argsort on top of the value sort
+(measured: an argsort of an 82k-entry row costs about 0.4x that row's share of the matrix product on
+this project's 2-core machine), which is then the floor of the cost; when most rows need it, rows skip
+the value sort and are argsorted right away (the binary searches then read the row through the
+argsort's indices, numpy's ``sorter``); the numbers are the same either way.
 
 AP bit for bit: fastreid sums ``k / pos`` over a float64 array with zeros at the wrong entries, which numpy
 adds by pairwise summation (blocks of 128, eight interleaved partial sums, halves split at multiples of
@@ -72,7 +85,14 @@ from .checks import as_distmat, as_labels, check_block_size, check_max_rank, che
 logger = logging.getLogger(__name__)
 
 __all__ = ["evaluate_rank", "UnsupportedProtocolError", "GalleryRanker", "RankAccumulator",
-           "numpy_sum_of_sparse"]
+           "numpy_sum_of_sparse", "TIES", "TEST_TIES_DEFAULT", "check_ties"]
+
+#: how a correct match and a wrong one at exactly the same distance are ordered (see the module doc)
+TIES = ("fastreid", "pessimistic")
+
+#: the rule of ``TEST.TIES``, i.e. of ``ExactReidEvaluator``, the trainer's and ``--eval-only``'s evaluator:
+#: the same numbers on every machine, and no argsort of tied rows
+TEST_TIES_DEFAULT = "pessimistic"
 
 #: rows per block are chosen so that one block holds about this many distances (128 MB in float32). The
 #: per-row work needs a few row-sized buffers per thread only; large blocks let the matrix product stream
@@ -100,6 +120,15 @@ _PW_UNROLL = 8
 
 class UnsupportedProtocolError(ValueError, NotImplementedError):
     """An evaluation protocol this module does not implement (caught as ValueError or NotImplementedError)."""
+
+
+def check_ties(ties):
+    if ties not in TIES:
+        raise ValueError(
+            "ties must be one of {} (TEST.TIES), got {!r}: 'pessimistic' ranks a correct match after the wrong "
+            "ones at exactly its distance (machine-independent), 'fastreid' orders them as fastreid's "
+            "np.argsort does".format(", ".join(repr(t) for t in TIES), ties))
+    return ties
 
 
 def block_rows(num_gallery, block_size=None):
@@ -219,21 +248,24 @@ class GalleryRanker:
     Args:
         g_pids, g_camids: (G,) gallery identities and cameras.
         num_threads: threads for the per-row work (default: ``torch.get_num_threads()``).
+        ties: ``"fastreid"`` or ``"pessimistic"``: how a correct and a wrong match at exactly the same
+            distance are ordered (see the module doc).
 
     How rows are sorted adapts to the rows ranked just before (the numbers never depend on it):
 
     * ``"near"``: when few entries are closer than a query's farthest correct match (a trained model),
       only those are copied out and sorted;
     * ``"sort"``: otherwise the whole row is sorted;
-    * ``"direct"``: when most rows had an exact tie, every row is argsorted right away (it is needed
-      anyway for those rows) and the binary searches read the row through its indices.
+    * ``"direct"`` (``ties="fastreid"`` only): when most rows had an exact tie, every row is argsorted
+      right away (it is needed anyway for those rows) and the binary searches read the row through its indices.
 
     (Checking a row for ties before sorting it, by hashing the bit patterns of its distances against
     its correct matches', was tried: at MSMT17 size with random features it saved under 2 % of the
     ranking's time, within the measurement noise.)
     """
 
-    def __init__(self, g_pids, g_camids, num_threads=None):
+    def __init__(self, g_pids, g_camids, num_threads=None, ties="fastreid"):
+        self.ties = check_ties(ties)
         self.g_pids = np.asarray(g_pids)
         self.g_camids = np.asarray(g_camids)
         self.num_gallery = self.g_pids.shape[0]
@@ -246,7 +278,7 @@ class GalleryRanker:
         # a row's entries no farther than its farthest correct match (they choose how rows are sorted)
         self._tie_rate = 0.0
         self._near_rate = 1.0
-        #: rows that needed the argsort, and rows ranked, over all blocks so far
+        #: rows with a correct match tied to a kept wrong one, and rows ranked, over all blocks so far
         self.rows_tied = 0
         self.rows_ranked = 0
 
@@ -325,7 +357,7 @@ class GalleryRanker:
         return out
 
     def _run(self, work, valid_rows):
-        """Rank ``valid_rows`` of ``work`` on the thread pool; returns how many needed the argsort."""
+        """Rank ``valid_rows`` of ``work`` on the thread pool; returns how many had a correct/wrong tie."""
         threads = min(self.num_threads, valid_rows.size)
         # small chunks: rows that need the argsort cost several times the others, and the way of sorting
         # is chosen again for each chunk
@@ -337,10 +369,11 @@ class GalleryRanker:
             return sum(pool.map(lambda rows: self._rank_rows(work, rows), chunks))
 
     def _rank_rows(self, work, rows):
-        """Fill ``work.position`` for ``rows``; returns how many needed the argsort."""
+        """Fill ``work.position`` for ``rows``; returns how many had a correct/wrong tie."""
         dist, offset = work.dist, work.offset
         row_buf, near_buf, mark = self._state.buffers(dist.shape[1], work.dtype)
-        if self._tie_rate > DIRECT_ARGSORT_TIE_RATE:
+        by_argsort = self.ties == "fastreid"
+        if by_argsort and self._tie_rate > DIRECT_ARGSORT_TIE_RATE:
             mode = "direct"
         elif self._near_rate < NEAR_SORT_RATE:
             mode = "near"
@@ -381,6 +414,10 @@ class GalleryRanker:
             tie = (le - lt) > work.excluded_equal[ps:ps + pn]
             if tie.any():
                 tied_rows += 1
+                if not by_argsort:  # pessimistic: the kept wrong entries at d all come first
+                    position = le + work.base[ps:ps + pn] - work.excluded_equal[ps:ps + pn]
+                    work.position[ps:ps + pn] = position
+                    continue
                 if order is None:
                     if mode == "sort":
                         load(r)  # the sort was in place
@@ -514,7 +551,7 @@ class RankAccumulator:
 
 
 def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, use_metric_cuhk03=False,
-                  use_cython=None, *, block_size=None):
+                  use_cython=None, *, block_size=None, ties="fastreid"):
     """CMC curve, per-query AP and INP of a query×gallery distance matrix (Market1501 protocol).
 
     Args:
@@ -525,6 +562,8 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, use_
         use_metric_cuhk03: not supported (raises); see the error for why and what to use.
         use_cython: ignored; accepted so that calls written for fastreid's ``evaluate_rank`` work unchanged.
         block_size: query rows ranked at a time (default: about 32M distances per block).
+        ties: ``"fastreid"`` (fastreid's numbers to the last bit, on this machine) or ``"pessimistic"`` (a
+            correct match tied with wrong ones ranks after them): see the module doc.
 
     Returns:
         ``(cmc, all_AP, all_INP)``: cmc (L,) float32 fractions in [0, 1] averaged over the V queries that
@@ -551,11 +590,12 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, use_
     g_camids = as_labels(g_camids, "g_camids", num_g, cols)
     max_rank = check_max_rank(max_rank)
     step = block_rows(num_g, check_block_size(block_size))
+    check_ties(ties)
     if num_q == 0 or num_g == 0:
         raise ValueError("no query has a valid match: distmat has shape {} (empty query or gallery set)".format(
             tuple(distmat.shape)))
 
-    ranker = GalleryRanker(g_pids, g_camids)
+    ranker = GalleryRanker(g_pids, g_camids, ties=ties)
     acc = RankAccumulator(num_g, max_rank)
     for start in range(0, num_q, step):
         block = distmat[start:start + step]  # rows are copied one at a time by the ranker

@@ -1,7 +1,8 @@
 """The command lines of ``tools/embed.py``, ``tools/evaluate.py`` and ``tools/export_onnx.py``.
 
 Each takes its config the way ``tools/train_net.py`` does (``--config-file`` and trailing ``KEY VALUE``
-overrides) and reports a bad input as one line on stderr with exit status 2, nothing written.
+overrides), checks its values as ``tools/train_net.py`` does (``check_config_values``) and reports a bad
+input on stderr with exit status 2, nothing written.
 """
 import argparse
 import json
@@ -9,7 +10,9 @@ import logging
 import os
 import sys
 
+from ..config import check_config_values
 from ..engine import load_cfg
+from ..evaluation.rank import TIES
 from ..files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -18,11 +21,22 @@ __all__ = ["embed_main", "evaluate_main", "export_main"]
 
 
 def _logging():
-    """fastreid's console logger (its tables, inference progress) and this package's, on stdout."""
-    from fastreid.utils.logger import setup_logger
+    """fastreid's console logger (its tables, inference progress) and this package's, on stdout.
 
+    Our own handler rather than fastreid's ``setup_logger``: that one is cached per arguments, so a second
+    call in one process (a script running two tools) would keep writing to the first call's ``sys.stdout``.
+    """
+    formatter = logging.Formatter("[%(asctime)s] %(name)s %(levelname)s: %(message)s", datefmt="%m/%d %H:%M:%S")
     for name in ("fastreid", "fastreid_ewth"):
-        setup_logger(name=name, abbrev_name=name)
+        log = logging.getLogger(name)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        for handler in [h for h in log.handlers if getattr(h, "_ewth_tool", False)]:
+            log.removeHandler(handler)
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(formatter)
+        handler._ewth_tool = True
+        log.addHandler(handler)
 
 
 def _add_config_args(parser, config_required=True):
@@ -52,6 +66,7 @@ def embed_main(argv=None, prog="tools/embed.py"):
 
     try:
         cfg = load_cfg(args.config_file, args.opts)
+        check_config_values(cfg)  # these tools do not go through validate_run
         if args.images:
             paths = [write_folder_embeddings(cfg, args.images, args.output, not args.no_progress)]
         else:
@@ -77,6 +92,8 @@ def evaluate_main(argv=None, prog="tools/evaluate.py"):
     parser.add_argument("--aqe", action="store_true", default=None, help="average query expansion "
                         "(TEST.AQE.ENABLED; QE_TIME, QE_K, ALPHA from the config or KEY VALUE)")
     parser.add_argument("--roc", action="store_true", default=None, help="TPR at FPR 1e-4/1e-3/1e-2 (TEST.ROC.ENABLED)")
+    parser.add_argument("--ties", choices=TIES, help="TEST.TIES: how a correct and a wrong match at exactly the same "
+                        "distance are ordered (default pessimistic: wrong first; fastreid: numpy's argsort order)")
     parser.add_argument("--name", help="the test set's name in the table (default: the query file's folder)")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
     args = parser.parse_args(argv)
@@ -86,11 +103,12 @@ def evaluate_main(argv=None, prog="tools/evaluate.py"):
 
     flags = []
     for key, value in (("TEST.METRIC", args.metric), ("TEST.RERANK.ENABLED", args.rerank),
-                       ("TEST.AQE.ENABLED", args.aqe), ("TEST.ROC.ENABLED", args.roc)):
+                       ("TEST.AQE.ENABLED", args.aqe), ("TEST.ROC.ENABLED", args.roc), ("TEST.TIES", args.ties)):
         if value is not None:
             flags += [key, str(value)]
     try:
         cfg = load_cfg(args.config_file, list(args.opts) + flags)
+        check_config_values(cfg)  # these tools do not go through validate_run
         query, gallery = load_embeddings(args.query), load_embeddings(args.gallery)
         results = evaluate_embeddings(cfg, query, gallery)
     except (ValueError, FileNotFoundError, KeyError) as e:
@@ -118,6 +136,7 @@ def export_main(argv=None, prog="tools/export_onnx.py"):
 
     try:
         cfg = load_cfg(args.config_file, args.opts)
+        check_config_values(cfg)  # these tools do not go through validate_run
         diff = export_onnx(cfg, args.output, images=args.images)
     except (ValueError, FileNotFoundError, KeyError, ImportError, ExportError) as e:
         return _fail(prog, e)

@@ -8,9 +8,12 @@ The margin classifiers (CosFace, ArcFace, Circle on the classifier) are not loss
 classification layers, ``MODEL.HEADS.CLS_LAYER`` ``CosSoftmax`` / ``ArcSoftmax`` / ``CircleSoftmax``
 (margin ``MODEL.HEADS.MARGIN``, in radians for ArcSoftmax; scale ``MODEL.HEADS.SCALE``), trained with
 ``CrossEntropyLoss`` on their logits.
+
+The ``rules`` of each entry are the values fastreid's functions are meant for (docs/config.md).
 """
 from fastreid.modeling.losses import cross_entropy_loss, focal_loss, pairwise_circleloss, pairwise_cosface, triplet_loss
 
+from ..config.schema import Flag, Number, Rule
 from .registry import LOSS_REGISTRY, ReidLoss
 
 __all__ = ["CrossEntropyLoss", "FocalLoss", "TripletLoss", "CircleLoss", "Cosface"]
@@ -25,6 +28,15 @@ class CrossEntropyLoss(ReidLoss):
     config_node = "MODEL.LOSSES.CE"
     defaults = {"EPSILON": 0.0, "ALPHA": 0.2, "SCALE": 1.0}
     terms = ("loss_cls",)
+    rules = (
+        # fastreid smooths adaptively for any negative value; -1 is the one it documents
+        Rule("EPSILON", Number(lo=-1, hi=1, hi_open=True), "label smoothing: 0 none, 0.1 BoT, -1 fastreid's "
+             "adaptive smoothing with ALPHA", "set e.g. MODEL.LOSSES.CE.EPSILON 0.1",
+             unusual=Number(lo=-1, hi=0, lo_open=True, hi_open=True),
+             why="every negative value means adaptive smoothing, as -1 does"),
+        Rule("ALPHA", Number(lo=0, hi=1), "the adaptive smoothing's share of the target's probability",
+             "set e.g. MODEL.LOSSES.CE.ALPHA 0.2"),
+    )
 
     def __init__(self, scale=1.0, epsilon=0.0, alpha=0.2):
         super().__init__(scale)
@@ -46,6 +58,10 @@ class FocalLoss(ReidLoss):
     config_node = "MODEL.LOSSES.FL"
     defaults = {"ALPHA": 0.25, "GAMMA": 2, "SCALE": 1.0}
     terms = ("loss_focal",)
+    rules = (
+        Rule("ALPHA", Number(lo=0, hi=1), "the weighting factor", "set e.g. MODEL.LOSSES.FL.ALPHA 0.25"),
+        Rule("GAMMA", Number(lo=0), "the focusing parameter (0: cross-entropy)", "set e.g. MODEL.LOSSES.FL.GAMMA 2"),
+    )
 
     def __init__(self, scale=1.0, alpha=0.25, gamma=2):
         super().__init__(scale)
@@ -69,6 +85,13 @@ class TripletLoss(ReidLoss):
     defaults = {"MARGIN": 0.3, "NORM_FEAT": False, "HARD_MINING": False, "SCALE": 1.0}
     terms = ("loss_triplet",)
     identity_batches = True
+    rules = (
+        Rule("MARGIN", Number(), "the hinge margin; <= 0 selects the soft margin", "set e.g. MODEL.LOSSES.TRI.MARGIN "
+             "0.3, or 0 for the soft margin", unusual=Number(hi=0, hi_open=True),
+             why="every margin <= 0 selects the soft margin, as 0 does"),
+        Rule("NORM_FEAT", Flag(), "cosine instead of Euclidean distances", "write True or False"),
+        Rule("HARD_MINING", Flag(), "batch-hard mining (else fastreid's soft weighting)", "write True or False"),
+    )
 
     def __init__(self, scale=1.0, margin=0.3, norm_feat=False, hard_mining=False):
         super().__init__(scale)
@@ -89,6 +112,11 @@ class _PairwiseLoss(ReidLoss):
     defaults = {"MARGIN": 0.25, "GAMMA": 128, "SCALE": 1.0}
     identity_batches = True
     function = None
+    rules = (
+        Rule("MARGIN", Number(lo=0, hi=1, hi_open=True), "the margin on cosine similarities",
+             "use 0.25 (fastreid's default)"),
+        Rule("GAMMA", Number(lo=0, lo_open=True), "the scale of the similarities", "use 128 (fastreid's default)"),
+    )
 
     def __init__(self, scale=1.0, margin=0.25, gamma=128):
         super().__init__(scale)

@@ -18,24 +18,16 @@ Defaults are pytorch-metric-learning's, which follow each loss's paper, except w
 says otherwise.
 """
 import math
-import numbers
 
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
+from ..config.schema import Named, Number, Ref, Rule
 from ..losses.autocast import autocast_disabled
-from .registry import LOSS_REGISTRY, ReidLoss, config_node_of
+from .registry import LOSS_REGISTRY, ReidLoss
 
 __all__ = ["NPairsLoss", "HistogramLoss", "MultiSimilarityLoss", "ContrastiveLoss", "SphereFaceLoss",
            "CosFaceLoss", "ArcFaceLoss"]
-
-
-def _check(entry, cfg, key, ok, what):
-    value = config_node_of(cfg, entry)[key]
-    real = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-    if not (real and ok(value)):
-        raise ValueError("{}.{} is {!r}, but it must be {} (default {})".format(
-            entry.config_node, key, value, what, entry.defaults[key]))
 
 
 class _LibraryLoss(ReidLoss):
@@ -75,15 +67,12 @@ class HistogramLoss(_LibraryLoss):
     config_node = "MODEL.LOSSES.HISTOGRAM"
     defaults = {"N_BINS": 100, "SCALE": 1.0}
     terms = ("loss_histogram",)
+    rules = (Rule("N_BINS", Number(lo=2, integer=True), "bins of the similarity histograms over [-1, 1]",
+                  "use 100 (pytorch-metric-learning's default)"),)
 
     def __init__(self, scale=1.0, n_bins=100):
         super().__init__(scale)
         self.loss = pml_losses.HistogramLoss(n_bins=int(n_bins))
-
-    @classmethod
-    def check_config(cls, cfg):
-        super().check_config(cfg)
-        _check(cls, cfg, "N_BINS", lambda v: v == int(v) and v >= 2, "an integer >= 2")
 
 
 @LOSS_REGISTRY.register()
@@ -94,19 +83,17 @@ class MultiSimilarityLoss(_LibraryLoss):
     config_node = "MODEL.LOSSES.MS"
     defaults = {"ALPHA": 2.0, "BETA": 50.0, "BASE": 0.5, "EPSILON": 0.1, "SCALE": 1.0}
     terms = ("loss_ms",)
+    rules = (
+        Rule("ALPHA", Number(lo=0, lo_open=True), "the weight of the positive pairs", "use 2.0 (the default)"),
+        Rule("BETA", Number(lo=0, lo_open=True), "the weight of the negative pairs", "use 50.0 (the default)"),
+        Rule("BASE", Number(lo=-1, hi=1), "λ, a cosine similarity", "use 0.5 (the default)"),
+        Rule("EPSILON", Number(lo=0), "the miner's similarity margin", "use 0.1 (the default)"),
+    )
 
     def __init__(self, scale=1.0, alpha=2.0, beta=50.0, base=0.5, epsilon=0.1):
         super().__init__(scale)
         self.loss = pml_losses.MultiSimilarityLoss(alpha=float(alpha), beta=float(beta), base=float(base))
         self.miner = pml_miners.MultiSimilarityMiner(epsilon=float(epsilon))
-
-    @classmethod
-    def check_config(cls, cfg):
-        super().check_config(cfg)
-        for key in ("ALPHA", "BETA"):
-            _check(cls, cfg, key, lambda v: v > 0, "a number > 0")
-        _check(cls, cfg, "BASE", lambda v: -1 <= v <= 1, "a cosine similarity in [-1, 1]")
-        _check(cls, cfg, "EPSILON", lambda v: v >= 0, "a number >= 0")
 
 
 @LOSS_REGISTRY.register()
@@ -117,18 +104,17 @@ class ContrastiveLoss(_LibraryLoss):
     config_node = "MODEL.LOSSES.CONTRASTIVE"
     defaults = {"POS_MARGIN": 0.0, "NEG_MARGIN": 1.0, "SCALE": 1.0}
     terms = ("loss_contrastive",)
+    # distances between L2-normalised features lie in [0, 2]
+    rules = (
+        Rule("POS_MARGIN", Number(lo=0, hi=2), "positive pairs are pulled within this distance",
+             "use 0.0 (the default)"),
+        Rule("NEG_MARGIN", Number(lo=Ref("POS_MARGIN"), hi=2, lo_open=True), "negative pairs are pushed beyond "
+             "this distance", "use 1.0 (the default), above POS_MARGIN"),
+    )
 
     def __init__(self, scale=1.0, pos_margin=0.0, neg_margin=1.0):
         super().__init__(scale)
         self.loss = pml_losses.ContrastiveLoss(pos_margin=float(pos_margin), neg_margin=float(neg_margin))
-
-    @classmethod
-    def check_config(cls, cfg):
-        super().check_config(cfg)
-        node = config_node_of(cfg, cls)
-        _check(cls, cfg, "POS_MARGIN", lambda v: 0 <= v <= 2, "a distance in [0, 2]")
-        _check(cls, cfg, "NEG_MARGIN", lambda v: node["POS_MARGIN"] < v <= 2,
-               "a distance in ({}.POS_MARGIN, 2]".format(cls.config_node))
 
 
 class _ClassifierLoss(_LibraryLoss):
@@ -138,6 +124,8 @@ class _ClassifierLoss(_LibraryLoss):
     identity_batches = False
     needs_shape = True
     library_class = None
+    rules = (Rule("LOGIT_SCALE", Number(lo=0, lo_open=True), "the scale of the logits", "use 64 for CosFace and "
+                  "ArcFace, 1 for SphereFace (the papers' values)"),)
 
     def __init__(self, num_classes, feat_dim, scale=1.0, margin=0.0, logit_scale=1.0):
         super().__init__(scale)
@@ -158,11 +146,6 @@ class _ClassifierLoss(_LibraryLoss):
         """The D×C class weights (pytorch-metric-learning's layout: one column per identity)."""
         return self.loss.W
 
-    @classmethod
-    def check_config(cls, cfg):
-        super().check_config(cfg)
-        _check(cls, cfg, "LOGIT_SCALE", lambda v: v > 0, "a number > 0")
-
     def extra_repr(self):
         return "scale={}, margin={}, logit_scale={}".format(self.scale, self.margin, self.logit_scale)
 
@@ -176,6 +159,9 @@ class SphereFaceLoss(_ClassifierLoss):
     defaults = {"MARGIN": 4, "LOGIT_SCALE": 1.0, "SCALE": 1.0}
     terms = ("loss_sphereface",)
     library_class = pml_losses.SphereFaceLoss
+    rules = _ClassifierLoss.rules + (
+        Rule("MARGIN", Number(lo=1, integer=True), "the multiplicative angular margin (1: no margin)",
+             "use 4 (the SphereFace paper's)"),)
 
     def __init__(self, num_classes, feat_dim, scale=1.0, margin=4, logit_scale=1.0):
         super().__init__(num_classes, feat_dim, scale, int(margin), logit_scale)
@@ -183,11 +169,6 @@ class SphereFaceLoss(_ClassifierLoss):
     @staticmethod
     def library_margin(margin):
         return int(margin)
-
-    @classmethod
-    def check_config(cls, cfg):
-        super().check_config(cfg)
-        _check(cls, cfg, "MARGIN", lambda v: v == int(v) and v >= 1, "an integer >= 1 (1: no margin)")
 
 
 @LOSS_REGISTRY.register()
@@ -199,11 +180,9 @@ class CosFaceLoss(_ClassifierLoss):
     defaults = {"MARGIN": 0.35, "LOGIT_SCALE": 64.0, "SCALE": 1.0}
     terms = ("loss_cosface_cls",)
     library_class = pml_losses.CosFaceLoss
-
-    @classmethod
-    def check_config(cls, cfg):
-        super().check_config(cfg)
-        _check(cls, cfg, "MARGIN", lambda v: 0 <= v < 1, "a cosine margin in [0, 1)")
+    rules = _ClassifierLoss.rules + (
+        Rule("MARGIN", Number(lo=0, hi=1, hi_open=True), "the additive cosine margin",
+             "use 0.35 (the CosFace paper's)"),)
 
 
 @LOSS_REGISTRY.register()
@@ -216,12 +195,10 @@ class ArcFaceLoss(_ClassifierLoss):
     defaults = {"MARGIN": 0.5, "LOGIT_SCALE": 64.0, "SCALE": 1.0}
     terms = ("loss_arcface",)
     library_class = pml_losses.ArcFaceLoss
+    rules = _ClassifierLoss.rules + (
+        Rule("MARGIN", Number(lo=0, hi=Named(math.pi / 2, "pi/2"), hi_open=True), "the additive angular margin, "
+             "in radians", "use 0.5 (the ArcFace paper's)"),)
 
     @staticmethod
     def library_margin(margin):
         return math.degrees(float(margin))
-
-    @classmethod
-    def check_config(cls, cfg):
-        super().check_config(cfg)
-        _check(cls, cfg, "MARGIN", lambda v: 0 <= v < math.pi / 2, "an angle in radians in [0, pi/2)")

@@ -8,18 +8,22 @@ An entry is a subclass of :class:`ReidLoss` registered with ``@LOSS_REGISTRY.reg
   ``SCALE`` (the loss weight) among them. ``add_ewth_config`` adds every registered entry's node, so the
   keys can be set in YAML and on the command line;
 - ``terms``: the names its terms are logged under (``loss_<something>``), each the loss times ``SCALE``;
-- ``identity_batches``: whether it compares images of the batch with each other, which needs P×K batches.
+- ``identity_batches``: whether it compares images of the batch with each other, which needs P×K batches;
+- ``rules``: the valid values of its other keys, as :class:`fastreid_ewth.config.schema.Rule` objects with keys
+  relative to ``config_node`` (``docs/config.md`` lists them); ``check_config`` applies them before a run.
 
 ``EWTHBaseline`` builds the listed entries from the config and sums their terms; a name that is not
 registered is refused with the list of those that are. Another project adds its own::
 
     from fastreid_ewth import LOSS_REGISTRY, ReidLoss
+    from fastreid_ewth.config.schema import Number, Rule
 
     @LOSS_REGISTRY.register()
     class MyLoss(ReidLoss):
         reads = ("feature", "labels")
         config_node = "MODEL.LOSSES.MY"
         defaults = {"SCALE": 1.0, "MARGIN": 0.2}
+        rules = (Rule("MARGIN", Number(lo=0), "the hinge margin", "set e.g. MODEL.LOSSES.MY.MARGIN 0.2"),)
         terms = ("loss_my",)
         identity_batches = True
 
@@ -84,6 +88,7 @@ class ReidLoss(nn.Module):
     terms = ()
     identity_batches = False
     needs_shape = False
+    rules = ()
 
     def __init__(self, scale=1.0):
         super().__init__()
@@ -105,8 +110,14 @@ class ReidLoss(nn.Module):
 
     @classmethod
     def check_config(cls, cfg):
-        """Raise ``ValueError`` naming the key when the config node holds a bad value (before a run)."""
+        """Raise ``ValueError`` naming the key when the config node holds a bad value (before a run): its
+        ``SCALE``, then every key of ``rules`` (all refused values at once)."""
         check_scale(cls, config_node_of(cfg, cls)["SCALE"])
+        if cls.rules:
+            # imported here: the config package imports the registry to add the loss nodes
+            from ..config.schema import check_rules, loss_rules
+
+            check_rules(cfg, loss_rules(cls))
 
     def compute(self, *inputs):
         raise NotImplementedError("{} must implement compute({})".format(type(self).__name__, ", ".join(self.reads)))

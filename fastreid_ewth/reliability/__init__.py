@@ -1,4 +1,5 @@
-"""Runs that survive: atomic checkpoints, exact resume, a non-finite-loss guard, multi-process launch.
+"""Runs that survive: atomic checkpoints, exact resume, a non-finite-loss guard, multi-process launch, one
+training per output folder.
 
 Opt-in and independent of the recipe: mix :class:`ReliableTraining` in front of fastreid's stock
 ``DefaultTrainer`` or any subclass of it::
@@ -12,21 +13,25 @@ Opt-in and independent of the recipe: mix :class:`ReliableTraining` in front of 
 What each piece does, and where it lives:
 
 - :mod:`.checkpoint`: ``AtomicCheckpointer``, every checkpoint and the ``last_checkpoint`` pointer
-  written whole or not at all;
+  written whole or not at all; ``describe_checkpoint_problem``, what a file that is not a checkpoint is;
 - :mod:`.resume`: ``--resume`` continues the interrupted run exactly (random states of every process,
-  the data stream's position and seeds, the grad scaler with AMP);
+  the data stream's position and seeds, the grad scaler with AMP), from the newest intact checkpoint;
 - :mod:`.nan_guard`: a non-finite loss stops every process before the weights change, after saving
   the last good state;
-- :mod:`.launch`: fastreid's launch on GPUs (NCCL), the same on CPU with gloo.
+- :mod:`.launch`: fastreid's launch on GPUs (NCCL), the same on CPU with gloo;
+- :mod:`.lock`: a training's lock on its ``OUTPUT_DIR`` (taken by ``engine.setup_cfg``, for the trainer's
+  whole life), so that a second training into the same folder is refused.
 """
 from .. import compat
-from .checkpoint import AtomicCheckpointer
+from .checkpoint import AtomicCheckpointer, DamagedCheckpointError, NoResumeCheckpointError, describe_checkpoint_problem
 from .launch import default_backend, launch
+from .lock import OutputDirInUseError, hold_output_dir, release_output_dir
 from .nan_guard import NonFiniteLossError, NonFiniteLossGuard
 from .resume import TrainingState, make_resumable, resume_or_load, with_resumable_checkpointer
 
-__all__ = ["ReliableTraining", "AtomicCheckpointer", "NonFiniteLossError", "NonFiniteLossGuard", "TrainingState",
-           "default_backend", "launch"]
+__all__ = ["ReliableTraining", "AtomicCheckpointer", "DamagedCheckpointError", "NoResumeCheckpointError",
+           "NonFiniteLossError", "NonFiniteLossGuard", "OutputDirInUseError", "TrainingState", "default_backend",
+           "describe_checkpoint_problem", "hold_output_dir", "launch", "release_output_dir"]
 
 
 class ReliableTraining:

@@ -48,6 +48,7 @@ from fastreid.utils import comm
 
 from .. import compat
 from ..files import remove_stale_temporaries
+from .checkpoint import NoResumeCheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -428,14 +429,19 @@ def resume_or_load(trainer, resume):
     scaler are loaded, training continues at the epoch after the saved one, the data stream skips the batches
     already trained on, and (when training starts, ``restore_random_state``) every process gets back the
     random state it had. Otherwise ``MODEL.WEIGHTS`` (if any) is loaded into the model only.
+
+    When ``last_checkpoint`` names a file that is missing or damaged, the run continues from the newest intact
+    checkpoint of ``OUTPUT_DIR``, with a warning naming both and the work trained again, or stops saying how
+    to choose one (``AtomicCheckpointer.find_resume_checkpoint``).
     """
     checkpointer = trainer.checkpointer
     resuming = resume and checkpointer.has_checkpoint()
-    if resuming and comm.is_main_process():
-        remove_stale_temporaries(checkpointer.save_dir)
-    extra = checkpointer.resume_or_load(trainer.cfg.MODEL.WEIGHTS, resume=resume)
     if not resuming:
+        checkpointer.resume_or_load(trainer.cfg.MODEL.WEIGHTS, resume=False)
         return
+    if comm.is_main_process():
+        remove_stale_temporaries(checkpointer.save_dir)
+    extra = checkpointer.load(_agreed_resume_checkpoint(trainer))
     trainer.start_epoch = extra.get("epoch", -1) + 1
     start_iter = trainer.start_epoch * trainer.iters_per_epoch
     loader = trainer.data_loader
@@ -458,3 +464,27 @@ def resume_or_load(trainer, resume):
     loader.resume_at(start_iter)
     logger.info("Resuming at epoch %d (iteration %d): the data stream skips the %d batches already trained on.",
                 trainer.start_epoch, start_iter, start_iter)
+
+
+def _agreed_resume_checkpoint(trainer):
+    """The checkpoint every process resumes from.
+
+    The main process chooses it (and reports a damaged one, once) and tells the others: each process
+    choosing on its own could see the folder at different moments, and would repeat every warning.
+    """
+    choice, error = None, None
+    if comm.is_main_process():
+        try:
+            choice = trainer.checkpointer.find_resume_checkpoint(trainer.iters_per_epoch, trainer.max_epoch)
+        except Exception as e:  # the other processes must hear of it too, or they wait for the choice forever
+            choice, error = (None, str(e)), e
+    if comm.get_world_size() > 1:
+        choice = comm.all_gather(choice)[0]
+    if error is not None:
+        raise error
+    path, message = choice
+    if path is None:
+        raise NoResumeCheckpointError(message)
+    if message and comm.is_main_process():
+        logger.warning(message)
+    return path

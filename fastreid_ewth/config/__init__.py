@@ -1,7 +1,12 @@
-"""Config keys added by fastreid_ewth (``add_ewth_config``)."""
-from . import modeling  # noqa: F401  (registers this package's losses)
-from .data.own import add_own_data_config
-from .modeling.registry import add_loss_configs
+"""Config keys added by fastreid_ewth (``add_ewth_config``) and the check of every value users set
+(``check_config_values``, :mod:`fastreid_ewth.config.schema`)."""
+from .. import modeling  # noqa: F401  (registers this package's losses)
+from ..data.own import add_own_data_config
+from ..evaluation.rank import TEST_TIES_DEFAULT
+from ..modeling.registry import add_loss_configs
+from .schema import check_config_values
+
+__all__ = ["add_ewth_config", "check_config_values"]
 
 
 def add_ewth_config(cfg):
@@ -24,6 +29,12 @@ def add_ewth_config(cfg):
         # Linear warm-up measured in epochs, whatever the dataset size. When > 0 (EWTHTrainer only) it
         # replaces SOLVER.WARMUP_ITERS and SOLVER.STEPS count epochs from the start of training.
         cfg.SOLVER.WARMUP_EPOCHS = 0
+
+    if "TIES" not in cfg.TEST:
+        # How the evaluator orders a correct and a wrong match at exactly the same distance:
+        # "pessimistic" (wrong first: the same numbers on every machine, no extra sort) or "fastreid"
+        # (numpy's argsort order, as fastreid's evaluator; it depends on numpy's version and the CPU)
+        cfg.TEST.TIES = TEST_TIES_DEFAULT
 
     if "SEED" not in cfg:
         # fastreid seeds python/numpy/torch at random; SEED >= 0 fixes them (rank r uses SEED + r)
