@@ -38,7 +38,7 @@ except ImportError:  # Windows: no flock
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OutputDirInUseError", "hold_output_dir", "lock_holder", "release_output_dir"]
+__all__ = ["OutputDirInUseError", "hold_output_dir", "lock_holder", "process_alive", "release_output_dir"]
 
 # a training retries this long before refusing: a process that only looks at the lock (``lock_holder``, an
 # --eval-only run) holds it for a moment
@@ -111,17 +111,32 @@ def _read_holder(path):
     return {}
 
 
+def process_alive(pid):
+    """Whether process ``pid`` of this machine runs (a zombie does not; a process of another user does)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        with open("/proc/{}/stat".format(pid)) as f:
+            # a killed process whose parent died too may linger as a zombie until init reaps it
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    except OSError:
+        return False
+    return not os.path.isdir("/proc")  # where /proc exists and had no entry, the process is gone
+
+
 def _alive_here(holder):
     """False when ``holder`` names a process of this host that no longer runs; True otherwise (or unknown)."""
     if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
         return True
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. EPERM: it runs, as another user
-        return True
-    return True
+    return process_alive(holder["pid"])
 
 
 def _refusal(output_dir, path, holder):

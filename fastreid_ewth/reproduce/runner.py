@@ -33,6 +33,7 @@ from typing import NamedTuple, Optional, Tuple
 
 from ..files import (LAST_CHECKPOINT, LOG_TXT, METRICS_JSON, MODEL_FINAL, REPRODUCE_ATTEMPTS, REPRODUCE_DONE,
                      REPRODUCE_STDOUT, atomic_write)
+from ..reliability.lock import process_alive
 
 __all__ = ["RunSpec", "MARKER", "ATTEMPTS", "TRAIN_MODULE", "run_state", "train_command", "train_run",
            "read_marker", "FORBIDDEN_OPTS"]
@@ -83,27 +84,7 @@ def _running(output_dir):
     if not attempts or attempts[-1].get("event") != "start":
         return False
     start = attempts[-1]
-    return start.get("host") == socket.gethostname() and _alive(start.get("pid"))
-
-
-def _alive(pid):
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        with open("/proc/{}/stat".format(pid)) as f:
-            # a killed process whose parent died too may linger as a zombie until init reaps it
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    except OSError:
-        return False
-    return not os.path.isdir("/proc")  # where /proc exists and had no entry, the process is gone
+    return start.get("host") == socket.gethostname() and process_alive(start.get("pid"))
 
 
 def train_command(spec, num_gpus=1, resume=False, python=None):
