@@ -14,12 +14,15 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch torchvision
 	$(PY) -m pip install --quiet --no-deps fastreid==1.4.0
-	$(PY) -m pip install --quiet -e '.[test,plots,onnx]'
+	$(PY) -m pip install --quiet -e '.[test,plots,onnx,slurm]'
 	$(PY) -c "import torch, torchvision, fastreid_ewth; print('ready: torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 
+# two test files at a time (pytest-xdist, whole files per worker so module fixtures are built once): much of a
+# test's time is spent waiting on the training processes it starts. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # The same suite on the oldest versions this package claims to support: the Python of setup.cfg's
 # python_requires floor (pyenv's, any patch release) with the torch / torchvision / numpy pins of
@@ -48,15 +51,16 @@ $(OLDEST_STAMP): setup.cfg pyproject.toml Makefile $(OLDEST_CONSTRAINTS)
 	test -x $(OLDEST_PY) || "$(PYTHON_OLDEST)" -m venv $(OLDEST_VENV)
 	$(OLDEST_PY) -m pip install --quiet -c $(OLDEST_CONSTRAINTS) torch torchvision numpy
 	$(OLDEST_PY) -m pip install --quiet --no-deps fastreid==1.4.0
-	$(OLDEST_PY) -m pip install --quiet -c $(OLDEST_CONSTRAINTS) -e '.[test,plots,onnx]'
+	$(OLDEST_PY) -m pip install --quiet -c $(OLDEST_CONSTRAINTS) -e '.[test,plots,onnx,slurm]'
 	$(OLDEST_PY) -c "import sys, torch, torchvision, numpy, fastreid_ewth; \
 	  print('ready (oldest): Python', sys.version.split()[0], 'torch', torch.__version__, 'torchvision', torchvision.__version__, 'numpy', numpy.__version__)"
 	touch $(OLDEST_STAMP)
 
 # Tests marked heavy (long subprocess trainings of version-independent logic: the runner, the lock, the
-# tools' scripts) run in `make test` only, keeping CI within its time.
+# tools' scripts) and tests/test_reproduce.py (the runner's bookkeeping, plain Python) run in `make test`
+# only, keeping CI within its time.
 test-oldest: $(OLDEST_STAMP)
-	$(OLDEST_PY) -m pytest -q -m "not heavy" tests
+	$(OLDEST_PY) -m pytest -q -m "not heavy" --ignore=tests/test_reproduce.py tests
 
 demo: $(STAMP)
 	@echo "== SynthReID, untrained model (chance-level baseline) =="

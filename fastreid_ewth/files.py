@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CONFIG_YAML", "DIAGNOSTICS_PREFIX", "EVAL_ONLY_DIR", "LAST_CHECKPOINT", "LAST_GOOD", "LOG_TXT", "METRICS_JSON",
-    "MODEL_BEST", "MODEL_FINAL", "REPRODUCE_ATTEMPTS", "REPRODUCE_DONE", "REPRODUCE_STDOUT", "TRAIN_LOCK",
+    "INTERRUPTED", "MODEL_BEST", "MODEL_FINAL", "REPRODUCE_ATTEMPTS", "REPRODUCE_DONE", "REPRODUCE_STDOUT", "TRAIN_LOCK",
     "atomic_write", "remove_stale_temporaries",
 ]
 
@@ -40,6 +40,9 @@ LOG_TXT = "log.txt"
 CONFIG_YAML = "config.yaml"
 #: this package's snapshot of the last good state when a loss stops being finite (name without ``.pth``)
 LAST_GOOD = "model_last_good"
+#: this package's checkpoint of a run stopped by a signal, mid-epoch (name without ``.pth``); ``--resume``
+#: continues from it at the iteration after the last step
+INTERRUPTED = "model_interrupted"
 #: the lock a training holds on its OUTPUT_DIR, naming its holder (``reliability.lock``)
 TRAIN_LOCK = "train.lock"
 #: where an ``--eval-only`` run writes its log and config copy while a training holds its OUTPUT_DIR

@@ -10,6 +10,9 @@ The command line is fastreid's ``default_argument_parser`` (that of fastreid's `
 ``--dist-url`` and trailing ``KEY VALUE`` pairs that override the config. ``--num-gpus N`` starts N
 processes (torch.distributed): one per GPU with NCCL, or N CPU processes with gloo on a machine without
 CUDA. Any error, a non-finite loss included, ends the command with a non-zero exit status.
+SIGTERM, SIGUSR1, SIGUSR2 or Ctrl-C (SIGINT) stop a training after its current step: it writes
+``model_interrupted.pth`` (the whole training state at that iteration) and exits with status 75
+(``reliability.preempt.EXIT_INTERRUPTED``); ``--resume`` continues from the next step.
 A training locks its ``OUTPUT_DIR`` for as long as it runs: a second training into the same folder stops
 at once, naming the first one (``--eval-only`` takes no lock).
 
@@ -23,6 +26,7 @@ from fastreid.engine import default_argument_parser
 
 from fastreid_ewth.engine import EWTHTrainer, evaluate_checkpoint, launch, setup_cfg
 from fastreid_ewth.reliability.lock import release_output_dir
+from fastreid_ewth.reliability.preempt import stop_requests
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -35,12 +39,15 @@ def main(args):
     cfg = setup_cfg(args)
     if args.eval_only:
         return evaluate_checkpoint(cfg)
-    try:
-        trainer = EWTHTrainer(cfg)
-        trainer.resume_or_load(resume=args.resume)
-        return trainer.train()
-    finally:
-        release_output_dir(cfg.OUTPUT_DIR)
+    # from here on a stop signal waits for the first step (nothing to save before it): the exit status is
+    # EXIT_INTERRUPTED however early it comes
+    with stop_requests().installed():
+        try:
+            trainer = EWTHTrainer(cfg)
+            trainer.resume_or_load(resume=args.resume)
+            return trainer.train()
+        finally:
+            release_output_dir(cfg.OUTPUT_DIR)
 
 
 def build_parser(prog=None):

@@ -352,3 +352,52 @@ def test_compat_package_exports_every_named_reach():
         assert callable(getattr(compat, name))
         assert "Relies on:" in getattr(internals, name).__doc__
     assert pathlib.Path(internals.__file__).parent.name == "compat"
+
+
+def test_trainer_hooks_are_the_hooks_fastreid_runs_in_their_order():
+    from fastreid.engine.train_loop import HookBase, TrainerBase
+
+    calls = []
+
+    class Hook(HookBase):
+        def __init__(self, name):
+            self.name = name
+
+        def before_train(self):
+            calls.append(self.name)
+
+    trainer = TrainerBase()
+    hooks = [Hook("a"), Hook("b")]
+    trainer.register_hooks(hooks)
+    assert compat.trainer_hooks(trainer) == hooks
+    trainer.before_train()
+    assert calls == ["a", "b"]
+
+
+def test_last_eval_results_is_what_fastreids_train_returns(monkeypatch):
+    from fastreid.engine import DefaultTrainer
+    from fastreid.engine.train_loop import TrainerBase
+
+    trainer = DefaultTrainer.__new__(DefaultTrainer)  # no model, data or hooks: only train()'s return is tried
+    trainer.start_epoch, trainer.max_epoch, trainer.iters_per_epoch = 0, 0, 1
+
+    def loop(self, *args):  # stands for the loop whose EvalHook ran DefaultTrainer.test
+        self._last_eval_results = {"SynthReID": {"mAP": 12.5}}
+
+    monkeypatch.setattr(TrainerBase, "train", loop)
+    assert DefaultTrainer.train(trainer) == compat.last_eval_results(trainer) == {"SynthReID": {"mAP": 12.5}}
+    del trainer._last_eval_results
+    with pytest.raises(AssertionError, match="No evaluation results"):
+        compat.last_eval_results(trainer)
+
+
+def test_closing_a_loader_iterator_stops_its_worker_processes():
+    loader = torch.utils.data.DataLoader(list(range(8)), batch_size=2, num_workers=2)
+    iterator = iter(loader)
+    assert next(iterator).tolist() == [0, 1]
+    workers = list(iterator._workers)
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+    compat.close_loader_iterator(iterator)
+    for w in workers:
+        w.join(timeout=30)
+    assert not any(w.is_alive() for w in workers)

@@ -1,4 +1,4 @@
-"""Reliability: exact resume after SIGKILL, atomic checkpoints, multi-process runs with gloo, non-finite loss.
+"""Reliability: exact resume after SIGKILL and after a stop signal mid-epoch, atomic checkpoints, multi-process runs with gloo, non-finite loss.
 
 End-to-end runs go through tools/train_net.py with projects/Demo.yml on a 16-identity slice of SynthReID
 (symlinks into the generated set, so an epoch is 9 steps), one intra-op thread per process so that two
@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from conftest import REPO, start_train_net
+from fastreid_ewth.reliability.preempt import EXIT_INTERRUPTED
 
 
 
@@ -29,7 +30,7 @@ from conftest import REPO, start_train_net
 # helpers
 # --------------------------------------------------------------------------------------------------
 PROBE = textwrap.dedent('''
-    import json, os
+    import json, os, signal
     if os.environ.get("EWTH_PROBE_DIR"):
         import torch
         import fastreid_ewth  # noqa: F401
@@ -39,6 +40,13 @@ PROBE = textwrap.dedent('''
 
         OUT = os.environ["EWTH_PROBE_DIR"]
         NAN_AT = int(os.environ.get("EWTH_PROBE_NAN_AT", "-1"))
+        # a stop signal at the end of step SIGNAL_AT of rank SIGNAL_RANK, to the process or its whole group;
+        # SECOND_SIGNAL to the process while it writes the checkpoint of that stop
+        SIGNAL_AT = int(os.environ.get("EWTH_PROBE_SIGNAL_AT", "-1"))
+        SIGNAL = os.environ.get("EWTH_PROBE_SIGNAL", "SIGTERM")
+        SIGNAL_RANK = int(os.environ.get("EWTH_PROBE_SIGNAL_RANK", "0"))
+        SIGNAL_GROUP = os.environ.get("EWTH_PROBE_SIGNAL_GROUP") == "1"
+        SECOND_SIGNAL = os.environ.get("EWTH_PROBE_SECOND_SIGNAL")
         record = {"steps": [], "saved": []}
 
         def dump():
@@ -51,6 +59,8 @@ PROBE = textwrap.dedent('''
             if isinstance(getattr(f, "name", f), str):
                 record["saved"].append(os.path.basename(getattr(f, "name", f)))
                 dump()
+                if SECOND_SIGNAL and "model_interrupted.pth" in record["saved"][-1]:
+                    os.kill(os.getpid(), getattr(signal, SECOND_SIGNAL))
             return real_save(obj, f, *args, **kwargs)
 
         torch.save = save
@@ -82,6 +92,12 @@ PROBE = textwrap.dedent('''
                     entry["logged_total"] = self.trainer.storage.history("total_loss").latest()
                 record["steps"].append(entry)
                 dump()
+                if self.trainer.iter == SIGNAL_AT and comm.get_rank() == SIGNAL_RANK:
+                    number = getattr(signal, SIGNAL)
+                    if SIGNAL_GROUP:  # as SLURM does: the trainer and its loader workers
+                        os.killpg(os.getpgrp(), number)
+                    else:
+                        os.kill(os.getpid(), number)
 
         build_hooks = EWTHTrainer.build_hooks
         EWTHTrainer.build_hooks = lambda self: build_hooks(self) + [Probe()]
@@ -146,10 +162,43 @@ RESUME_RUN = ["MODEL.LOSSES.NAME", '("CrossEntropyLoss", "EWTHLoss", "CenterLoss
               "DATALOADER.NUM_WORKERS", "1"]  # the demo's loader: augmentation in a worker process
 
 
-def test_resume_after_sigkill_ends_where_the_uninterrupted_run_ends(tmp_path, small_root, launched):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, small_root):
+    """The run RESUME_RUN without interruption, started at the first use and trained alongside the test
+    that uses it; call it for its ``model_final.pth`` (waits for the end)."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "whole"
+    procs = []
+    proc = start_train_net(procs, out, *RESUME_RUN, env=_env(small_root))
+
+    def final():
+        rc, log = _finish(proc)
+        assert rc == 0, log[-3000:]
+        return _load(out / "model_final.pth")
+
+    yield final
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _assert_same_end(a, b, interrupted):
+    """``b`` (a run stopped at the checkpoint ``interrupted`` and resumed) ends as ``a`` (uninterrupted) does."""
+    assert "loss_modules.CenterLoss.centers" in a["model"] and "center_optimizer" in a
+    a_model, b_model = a["model"], b["model"]
+    moved = _max_diff(a_model, interrupted["model"])
+    assert moved > 1e-3  # the steps after the stop did train
+    assert _max_diff(a_model, b_model) <= 1e-6
+    for key in ("optimizer", "center_optimizer", "lr_sched", "warmup_sched"):
+        assert _max_diff(a[key], b[key]) <= 1e-6, key
+    # every process's random state at the end is the one the uninterrupted run has
+    assert _max_diff(a["training_state"]["rng"], b["training_state"]["rng"]) == 0.0
+    assert a["training_state"]["iteration"] == b["training_state"]["iteration"] == 27
+
+
+def test_resume_after_sigkill_ends_where_the_uninterrupted_run_ends(tmp_path, small_root, launched,
+                                                                     uninterrupted):
     env = _env(small_root)
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
-    reference = start_train_net(launched, whole, *RESUME_RUN, env=env)
+    cut = tmp_path / "cut"
     victim = start_train_net(launched, cut, *RESUME_RUN, env=env)
     pointer = cut / "last_checkpoint"
     deadline = time.time() + 600
@@ -162,25 +211,61 @@ def test_resume_after_sigkill_ends_where_the_uninterrupted_run_ends(tmp_path, sm
     assert rc == -signal.SIGKILL
     killed_at = pointer.read_text()
     assert killed_at != "model_final.pth" and not (cut / "model_final.pth").exists()
+    interrupted = _load(cut / killed_at)
 
     resumed = start_train_net(launched, cut, "--resume", *RESUME_RUN, env=env)
     rc, log = _finish(resumed)
     assert rc == 0, log[-3000:]
     assert "Resuming at epoch 1 (iteration 9)" in log, log[-3000:]
-    rc, reference_log = _finish(reference)
-    assert rc == 0, reference_log[-3000:]
+    _assert_same_end(uninterrupted(), _load(cut / "model_final.pth"), interrupted)
 
-    a, b = _load(whole / "model_final.pth"), _load(cut / "model_final.pth")
-    assert "loss_modules.CenterLoss.centers" in a["model"] and "center_optimizer" in a
-    a_model, b_model = a["model"], b["model"]
-    moved = _max_diff(a_model, _load(cut / killed_at)["model"])
-    assert moved > 1e-3  # the two epochs after the kill did train
-    assert _max_diff(a_model, b_model) <= 1e-6
-    for key in ("optimizer", "center_optimizer", "lr_sched", "warmup_sched"):
-        assert _max_diff(a[key], b[key]) <= 1e-6, key
-    # every process's random state at the end is the one the uninterrupted run has
-    assert _max_diff(a["training_state"]["rng"], b["training_state"]["rng"]) == 0.0
-    assert a["training_state"]["iteration"] == b["training_state"]["iteration"] == 27
+
+def test_sigterm_mid_epoch_checkpoints_that_step_and_resume_ends_where_the_uninterrupted_run_ends(
+        tmp_path, small_root, probe, launched, uninterrupted):
+    cut = tmp_path / "cut"
+    # SIGTERM to the trainer and its loader worker after step 13 (epoch 1: steps 9-17), then Ctrl-C's SIGINT
+    # while the checkpoint is written
+    env = _env(small_root, probe, EWTH_PROBE_DIR=tmp_path, EWTH_PROBE_SIGNAL_AT=13, EWTH_PROBE_SIGNAL="SIGTERM",
+               EWTH_PROBE_SIGNAL_GROUP=1, EWTH_PROBE_SECOND_SIGNAL="SIGINT")
+    rc, log = _finish(start_train_net(launched, cut, *RESUME_RUN, env=env))
+    assert rc == EXIT_INTERRUPTED == 75, log[-3000:]
+    assert "Stopped by SIGTERM after iteration 14 (epoch 1, step 5 of 9)" in log, log[-3000:]
+    assert "SIGINT: already stopping (SIGTERM first)" in log
+    assert "Traceback" not in log
+    probe_record = json.loads((tmp_path / "probe.rank0.json").read_text())
+    assert [s["iter"] for s in probe_record["steps"]] == list(range(14))  # no step after the signal's
+    assert (cut / "last_checkpoint").read_text() == "model_interrupted.pth"
+    assert not (cut / "model_final.pth").exists()
+    interrupted = _load(cut / "model_interrupted.pth")
+    assert interrupted["iteration"] == interrupted["training_state"]["iteration"] == 14
+    assert interrupted["epoch"] == 0  # the last epoch whose end ran
+
+    resumed = start_train_net(launched, cut, "--resume", *RESUME_RUN, env=_env(small_root))
+    rc, log = _finish(resumed)
+    assert rc == 0, log[-3000:]
+    assert "Resuming at epoch 1 (iteration 14)" in log, log[-3000:]
+    _assert_same_end(uninterrupted(), _load(cut / "model_final.pth"), interrupted)
+    assert not (cut / "model_interrupted.pth").exists()  # gone once a later checkpoint is the resume point
+
+
+@pytest.mark.heavy
+def test_a_stop_signal_to_one_of_two_processes_stops_both_after_the_same_step_and_only_rank0_writes(
+        tmp_path, small_root, probe, launched):
+    out = tmp_path / "ddp"
+    out.mkdir()
+    env = _env(small_root, probe, EWTH_PROBE_DIR=out, EWTH_PROBE_SIGNAL_AT=1, EWTH_PROBE_SIGNAL="SIGUSR2",
+               EWTH_PROBE_SIGNAL_RANK=1)
+    proc = start_train_net(launched, out, "--num-gpus", "2", "--dist-url", "auto", "SOLVER.MAX_EPOCH", "2",
+                           "SOLVER.IMS_PER_BATCH", "32", "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "2",
+                           "DATALOADER.NUM_WORKERS", "0", env=env)
+    rc, log = _finish(proc)
+    assert rc == EXIT_INTERRUPTED, log[-4000:]  # the launcher's status is the processes'
+    ranks = [json.loads((out / "probe.rank{}.json".format(r)).read_text()) for r in (0, 1)]
+    assert [s["iter"] for s in ranks[0]["steps"]] == [s["iter"] for s in ranks[1]["steps"]] == [0, 1]
+    assert not any("model_interrupted" in name for name in ranks[1]["saved"])
+    assert any("model_interrupted.pth" in name for name in ranks[0]["saved"])
+    state = _load(out / "model_interrupted.pth")["training_state"]
+    assert state["iteration"] == 2 and state["world_size"] == 2 and None not in state["rng"]  # both ranks'
 
 
 # --------------------------------------------------------------------------------------------------

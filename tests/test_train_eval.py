@@ -1,4 +1,4 @@
-"""End to end through tools/train_net.py: train 2 epochs on SynthReID on CPU, then --eval-only (with
+"""End to end through tools/train_net.py: train 2 epochs on a slice of SynthReID on CPU, then --eval-only (with
 ``python -m fastreid_ewth.train``, the same command installed with the package)."""
 import json
 import os
@@ -36,9 +36,15 @@ def _train_net(*args, env=None, module=False):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, datasets_root):
+def slice_env(small_root):
+    """The environment of the trainings here: FASTREID_DATASETS is a 16-identity slice of SynthReID."""
+    return dict(os.environ, FASTREID_DATASETS=str(small_root))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, slice_env):
     out = tmp_path_factory.mktemp("demo2ep")
-    log = _train_net("--config-file", "projects/Demo.yml", *TINY, "OUTPUT_DIR", str(out))
+    log = _train_net("--config-file", "projects/Demo.yml", *TINY, "OUTPUT_DIR", str(out), env=slice_env)
     return out, log
 
 
@@ -77,10 +83,11 @@ def test_weights_changed_during_training(trained, tmp_path):
     assert "backbone.conv1.weight" in moved and "heads.weight" in moved
 
 
-def test_eval_only_reproduces_the_final_metrics(trained, tmp_path):
+def test_eval_only_reproduces_the_final_metrics(trained, tmp_path, slice_env):
     out, log = trained
     eval_log = _train_net("--config-file", "projects/Demo.yml", "--eval-only",
-                          "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path), module=True)
+                          "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path), module=True,
+                          env=slice_env)
     assert _results_table(eval_log) == _results_table(log)
 
 
@@ -107,7 +114,7 @@ OUTSIDE_SCRIPT = textwrap.dedent("""
                          "INPUT.SIZE_TRAIN", [64, 32], "INPUT.SIZE_TEST", [64, 32],
                          "DATASETS.NAMES", ("SynthReID",), "DATASETS.TESTS", ("SynthReID",),
                          "DATALOADER.SAMPLER_TRAIN", "NaiveIdentitySampler", "DATALOADER.NUM_WORKERS", 0,
-                         "SOLVER.OPT", "Adam", "SOLVER.BASE_LR", 3.5e-4, "SOLVER.IMS_PER_BATCH", 64,
+                         "SOLVER.OPT", "Adam", "SOLVER.BASE_LR", 3.5e-4, "SOLVER.IMS_PER_BATCH", 32,
                          "SOLVER.MAX_EPOCH", 1, "SOLVER.WARMUP_ITERS", 0, "OUTPUT_DIR", "out"])
     os.makedirs("out", exist_ok=True)  # fastreid's default_setup would make it
     trainer = DefaultTrainer(cfg)
@@ -120,10 +127,10 @@ OUTSIDE_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.heavy
-def test_plugin_from_outside_the_repo_keeps_vanilla_fastreid_working(tmp_path, datasets_root):
+def test_plugin_from_outside_the_repo_keeps_vanilla_fastreid_working(tmp_path, slice_env):
     script = tmp_path / "use_plugin.py"
     script.write_text(OUTSIDE_SCRIPT)
-    env = dict(os.environ, FASTREID_DATASETS=datasets_root, PYTHONPATH="")
+    env = dict(slice_env, PYTHONPATH="")
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert re.search(r"OUTSIDE-OK Baseline \d+\.\d+", res.stdout), res.stdout[-2000:]

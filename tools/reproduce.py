@@ -9,12 +9,16 @@ published numbers.
     python tools/reproduce.py --preset synth                      # TH vs HNEWTH on SynthReID, 3 seeds, CPU
     python tools/reproduce.py --preset zoo                        # the 22 zoo configs on SynthReID, 3 seeds
     python tools/reproduce.py --report-only --datasets Market1501 --configs projects/zoo/*.yml  # published
+    python tools/reproduce.py --launcher slurm --partition gpu --time 24:00:00 --gpus-per-job 1  # SLURM jobs
+    python tools/reproduce.py --jobs 2 --gpus-per-job 2           # two runs at once, two GPUs of their own each
 
 Run it from the root of the checkout: the paper's configs and the presets' are read from ``projects/`` in
 the current folder (``--projects DIR`` otherwise). Each run trains with ``python -m fastreid_ewth.train``
 (what ``tools/train_net.py`` runs) into ``<output>/<dataset>/<config>[-seedN]``. Rerunning the same command
-skips finished runs and resumes interrupted ones. Results: ``<output>/REPORT.md``, ``report.csv``,
-``runs.csv``, ``map_vs_paper.png`` and ``curves/``. Installed, the same is ``python -m fastreid_ewth.reproduce``.
+skips finished runs and resumes interrupted ones (with ``--launcher slurm``: prints each run's job state and
+resubmits failed runs, never one whose job is queued or running). Results: ``<output>/REPORT.md``,
+``report.csv``, ``runs.csv``, ``map_vs_paper.png`` and ``curves/``. Installed, the same is
+``python -m fastreid_ewth.reproduce``.
 """
 import os
 import sys

@@ -27,6 +27,9 @@ from .internals import (
     set_local_process_group,
     set_sampler_seed,
     set_warmup_iters,
+    close_loader_iterator,
+    last_eval_results,
+    trainer_hooks,
 )
 from .patches import apply, describe
 
@@ -35,4 +38,5 @@ __all__ = [
     "build_optimizer_without", "checkpointer_property", "datasets_root", "jaccard_search_option",
     "load_checkpoint_file", "registered_datasets", "registry_names", "sampler_seed", "set_local_process_group",
     "set_sampler_seed", "set_warmup_iters", "call_before_write_metrics", "call_after_write_metrics",
+    "close_loader_iterator", "last_eval_results", "trainer_hooks",
 ]

@@ -10,6 +10,7 @@ __all__ = [
     "build_optimizer_without", "checkpointer_property", "datasets_root", "jaccard_search_option",
     "load_checkpoint_file", "registered_datasets", "registry_names", "sampler_seed", "set_local_process_group",
     "set_sampler_seed", "set_warmup_iters", "call_before_write_metrics", "call_after_write_metrics",
+    "close_loader_iterator", "last_eval_results", "trainer_hooks",
 ]
 
 
@@ -204,3 +205,41 @@ def _wrap_write_metrics(trainer, before=None, after=None):
 
     inner._write_metrics = _write_metrics
     return True
+
+
+def trainer_hooks(trainer):
+    """The hooks registered on ``trainer``, in the order they run (a list; do not modify it).
+
+    Relies on: fastreid 1.4.0's ``TrainerBase.register_hooks`` appends them to ``trainer._hooks``, which
+    ``before_train``, ``after_step``, ... iterate; there is no public accessor.
+    """
+    return trainer._hooks
+
+
+def last_eval_results(trainer):
+    """What fastreid's ``DefaultTrainer.train`` returns at the end of a training on the main process.
+
+    Relies on: fastreid 1.4.0's ``DefaultTrainer.test`` (run by its ``EvalHook``) stores its results in
+    ``trainer._last_eval_results``, and ``train`` returns that attribute, asserting that it exists.
+    """
+    if not hasattr(trainer, "_last_eval_results"):
+        raise AssertionError("No evaluation results obtained during training!")
+    return trainer._last_eval_results
+
+
+def close_loader_iterator(iterator):
+    """Stop the worker processes (and, on GPU, the prefetching thread) of a training loader's iterator now.
+
+    Relies on: fastreid 1.4.0's ``DataLoaderX.__iter__`` returns the loader itself, prefetching from
+    ``loader.iter``, a ``BackgroundGenerator`` thread over torch's iterator (``.generator``), and stops the
+    thread with ``_shutdown_background_thread``; torch's multi-process iterator stops its workers with
+    ``_shutdown_workers`` (what its ``__del__`` calls), which a plain ``DataLoader``'s iterator is on CPU.
+    """
+    inner = iterator
+    background = getattr(iterator, "iter", None)
+    if background is not None and hasattr(iterator, "_shutdown_background_thread"):
+        iterator._shutdown_background_thread()
+        inner = getattr(background, "generator", None)
+    shutdown = getattr(inner, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()

@@ -12,9 +12,11 @@ Every method it changes of fastreid's ``DefaultTrainer``, and which layer change
 ``build_lr_scheduler``            recipe: warm-up in epochs, decays at absolute epochs
 ``build_train_loader``            recipe: datasets built from the config (own data);
                                   reliability: a loader that restarts at any batch
-``build_test_loader``             recipe: datasets built from the config, workers sized to the machine
+``build_test_loader``             recipe: datasets built from the config, workers sized to the machine;
+                                  reliability: workers left alone by stop signals
 ``build_evaluator``               recipe: the exact evaluator
 ``build_hooks``                   reliability: checkpoint hook on every process, gathering their state
+``train``                         reliability: starts at any step, stops on a signal with a checkpoint
 ``resume_or_load``                reliability: exact resume
 ``before_train``                  reliability: random states restored
 ================================  =====================================================================

@@ -3,8 +3,11 @@
 fastreid's ``launch`` spawns one process per GPU and joins them with NCCL; its worker asserts that CUDA
 is there. On a machine without CUDA, ``launch`` here spawns the processes itself, joins them with gloo
 and sets up fastreid's per-machine process group exactly as fastreid's worker does, so ``fastreid.utils.comm``
-(ranks, gathering metrics to rank 0, synchronising) and the trainer work unchanged.
+(ranks, gathering metrics to rank 0, synchronising) and the trainer work unchanged. With either, a stop signal
+to the launching process reaches every training process, and the launcher exits with their
+``EXIT_INTERRUPTED`` when they stop with a checkpoint (``preempt``).
 """
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -21,6 +24,7 @@ from fastreid.engine import launch as fastreid_launch
 from fastreid.utils import comm
 
 from .. import compat
+from .preempt import EXIT_INTERRUPTED, TrainingInterrupted, forwarding_stop_signals
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +52,11 @@ def launch(main_func, num_processes, num_machines=1, machine_rank=0, dist_url=No
     """
     backend = (backend or default_backend()).lower()
     if backend == "nccl":
-        return fastreid_launch(main_func, num_processes, num_machines=num_machines, machine_rank=machine_rank,
-                               dist_url=dist_url, args=args)
+        if num_processes * num_machines == 1:
+            return main_func(*args)
+        with _stopping_with_the_children():
+            return fastreid_launch(main_func, num_processes, num_machines=num_machines, machine_rank=machine_rank,
+                                   dist_url=dist_url, args=args)
     if backend != "gloo":
         raise ValueError("backend {!r} is not supported: use 'nccl' (GPUs) or 'gloo' (CPU)".format(backend))
     if num_processes < 1 or num_machines < 1:
@@ -61,9 +68,23 @@ def launch(main_func, num_processes, num_machines=1, machine_rank=0, dist_url=No
         if num_machines > 1:
             raise ValueError("--dist-url auto only works on one machine; pass tcp://HOST:PORT of machine 0")
         dist_url = "tcp://127.0.0.1:{}".format(_free_local_port())
-    mp.spawn(_gloo_worker, nprocs=num_processes, daemon=False,
-             args=(main_func, world_size, num_processes, machine_rank, dist_url, args,
-                   multiprocessing.get_start_method(), os.getpid()))
+    with _stopping_with_the_children():
+        mp.spawn(_gloo_worker, nprocs=num_processes, daemon=False,
+                 args=(main_func, world_size, num_processes, machine_rank, dist_url, args,
+                       multiprocessing.get_start_method(), os.getpid()))
+
+
+@contextlib.contextmanager
+def _stopping_with_the_children():
+    """While the processes of a run train: a stop signal to this process goes on to them, and their exit
+    after one (``EXIT_INTERRUPTED``, with the checkpoint written) is this process's exit too."""
+    try:
+        with forwarding_stop_signals():
+            yield
+    except mp.ProcessExitedException as e:
+        if e.exit_code != EXIT_INTERRUPTED:
+            raise
+        raise TrainingInterrupted("a stop signal") from None
 
 
 def _end_with_launcher(launcher_pid):

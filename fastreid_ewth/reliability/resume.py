@@ -35,6 +35,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import os
 import random
 import weakref
 
@@ -47,8 +48,9 @@ from fastreid.engine import hooks as fastreid_hooks
 from fastreid.utils import comm
 
 from .. import compat
-from ..files import remove_stale_temporaries
+from ..files import INTERRUPTED, LAST_CHECKPOINT, remove_stale_temporaries
 from .checkpoint import NoResumeCheckpointError
+from .preempt import shielded_workers
 
 logger = logging.getLogger(__name__)
 
@@ -319,6 +321,12 @@ class _LazyIterator:
         self._loader = loader
         self._iterator = None
 
+    def close(self):
+        """Stop the loader's workers now (the next ``next`` starts them again)."""
+        iterator, self._iterator = self._iterator, None
+        if iterator is not None:
+            compat.close_loader_iterator(iterator)
+
     def __iter__(self):
         return self
 
@@ -340,6 +348,12 @@ class ResumableLoader:
         self.loader = loader
         self.sampler = sampler
         self.batch_size = batch_size
+        self._iterators = weakref.WeakSet()
+
+    def close(self):
+        """Stop the worker processes of every iterator made from this loader (a stopping run)."""
+        for iterator in list(self._iterators):
+            iterator.close()
 
     def resume_at(self, batches):
         """Continue after ``batches`` batches of this process (iterators made from now on start there)."""
@@ -356,7 +370,9 @@ class ResumableLoader:
         self.loader.dataset.seed = value["samples"]
 
     def __iter__(self):
-        return _LazyIterator(self.loader)
+        iterator = _LazyIterator(self.loader)
+        self._iterators.add(iterator)
+        return iterator
 
     def __getattr__(self, name):
         if name == "loader":
@@ -379,7 +395,7 @@ def make_resumable(loader):
     dataset = SeededSamples(loader.dataset, seed=sampler.seed, rank=comm.get_rank())
     rebuilt = build_reid_train_loader(dataset, sampler=sampler, total_batch_size=mini_batch * comm.get_world_size(),
                                       num_workers=loader.num_workers)
-    return ResumableLoader(rebuilt, sampler, mini_batch)
+    return ResumableLoader(shielded_workers(rebuilt), sampler, mini_batch)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -404,6 +420,21 @@ class ResumableCheckpointer(fastreid_hooks.PeriodicCheckpointer):
         state.best_metric = self.best_metric
         state.collect()
         super().after_epoch()
+        self._remove_superseded_interruption()
+
+    def _remove_superseded_interruption(self):
+        # the checkpoint of a stop signal is only for --resume; once a later one is the resume point, it goes
+        folder = self.checkpointer.save_dir
+        stale = os.path.join(folder, INTERRUPTED + ".pth")
+        if not comm.is_main_process() or not os.path.isfile(stale):
+            return
+        try:
+            with open(os.path.join(folder, LAST_CHECKPOINT), encoding="utf-8", errors="replace") as f:
+                pointed = f.read().strip()
+        except OSError:
+            return
+        if pointed and pointed != INTERRUPTED + ".pth":
+            os.remove(stale)
 
 
 def with_resumable_checkpointer(hooks, checkpointer, period):
@@ -446,6 +477,11 @@ def resume_or_load(trainer, resume):
     start_iter = trainer.start_epoch * trainer.iters_per_epoch
     loader = trainer.data_loader
     state = trainer.training_state.loaded
+    stopped_at = extra.get("iteration")  # a checkpoint written mid-epoch by a stop signal (preempt)
+    if (state is not None and isinstance(stopped_at, int) and state["iteration"] == stopped_at
+            and start_iter < stopped_at <= start_iter + trainer.iters_per_epoch):
+        start_iter = stopped_at
+        trainer.resume_iteration = stopped_at
     if state is None:
         logger.warning("%s has no training_state (written by fastreid or an older fastreid_ewth): resuming at "
                        "epoch %d with the batches that follow, but with fresh random states, so not exactly "

@@ -4,10 +4,14 @@
 Every training is ``python -m fastreid_ewth.train`` in a process of its own (see ``runner``). The config
 files are the user's: ``--configs`` paths, or for the paper's 16 and the presets the files of a ``projects/``
 folder, by default ``projects`` in the current folder (the root of a checkout), else ``--projects DIR``.
+
+``--launcher local`` (the default) trains here, ``--jobs`` at a time; ``--launcher slurm`` submits each
+unfinished run as a SLURM job through submitit instead (``slurm``).
 """
 import argparse
 import concurrent.futures
 import os
+import queue
 import statistics
 import sys
 import threading
@@ -15,7 +19,8 @@ import threading
 from .paper import PAPER_CONFIGS, PAPER_DATASETS
 from .presets import PRESETS
 from .report import collect, run_records, write_report
-from .runner import FORBIDDEN_OPTS, RunSpec, format_command, run_state, stdout_tail, train_command, train_run
+from .runner import (FORBIDDEN_OPTS, RunSpec, format_command, run_state, stdout_tail, train_command, train_run,
+                     visible_gpus)
 
 #: Where the paper's configs and the presets' are looked up unless ``--projects`` says otherwise: relative
 #: to the current folder, i.e. a checkout's root (the package ships no config files).
@@ -50,18 +55,81 @@ def build_parser(prog="tools/reproduce.py"):
                                                              "SynthReID; zoo: the loss zoo's 22 configs "
                                                              "projects/zoo/*.yml on SynthReID, small backbone; "
                                                              "both 3 seeds, CPU-sized)")
-    p.add_argument("--num-gpus", type=int, default=1, help="passed to every training (python -m "
-                                                              "fastreid_ewth.train --num-gpus N)")
+    p.add_argument("--num-gpus", type=int, metavar="N",
+                   help="passed to every training (python -m fastreid_ewth.train --num-gpus N; default 1, with "
+                        "--gpus-per-job: G)")
+    p.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                   help="local (default): train here, --jobs at a time; slurm: submit each unfinished run as one "
+                        "SLURM job through submitit (pip install 'fastreid_ewth[slurm]'), print every run's state "
+                        "and exit; rerun the command to see progress and to resubmit failed runs")
     p.add_argument("--jobs", type=int, metavar="N",
-                   help="trainings at once (default 1; --preset synth, zoo: 2), each with OMP_NUM_THREADS = cores / N "
-                        "unless OMP_NUM_THREADS is set. For CPU machines: parallel runs share the same GPUs")
+                   help="--launcher local: trainings at once (default 1; --preset synth, zoo: 2), each with "
+                        "OMP_NUM_THREADS = cores / N unless OMP_NUM_THREADS is set. Without --gpus-per-job the "
+                        "parallel runs share the GPUs there are (for CPU machines); with --gpus-per-job G each "
+                        "gets G GPUs of its own")
+    p.add_argument("--gpus-per-job", type=int, metavar="G",
+                   help="GPUs of each training, also its --num-gpus. --launcher local: each of the --jobs parallel "
+                        "runs gets G GPUs of its own through CUDA_VISIBLE_DEVICES, taken from this process's "
+                        "CUDA_VISIBLE_DEVICES (else all GPUs) and given back when the run ends; --launcher slurm: "
+                        "the GPUs each job asks for (default: --num-gpus, 1)")
     p.add_argument("--dry-run", action="store_true", help="print the training commands and exit")
     p.add_argument("--report-only", action="store_true", help="train nothing; report on what is there")
     p.add_argument("--verbose", action="store_true",
                    help="show the training output here (default: in each run's reproduce_stdout.log)")
+    slurm = p.add_argument_group(
+        "--launcher slurm", "Each job trains one run. SLURM signals it --signal-delay seconds before its --time "
+        "limit (and a pre-emption signals the training): the training writes a checkpoint of its current step "
+        "and exits with 75, submitit requeues the job, and the job resumes the run with --resume. Rerunning the "
+        "command prints every run's state (finished, running / pending, failed with its log, interrupted, not "
+        "submitted), resubmits failed and unsubmitted runs, never a run whose job is still queued or running, "
+        "and writes the report of what has finished; --report-only submits nothing. Submitted jobs are kept in "
+        "<output>/slurm_jobs.jsonl")
+    slurm.add_argument("--time", metavar="LIMIT",
+                       help="time limit of each job: minutes (90), H:MM:SS (24:00:00) or D-H:MM:SS (2-00:00:00); "
+                            "needed to submit. A run longer than that is checkpointed and requeued")
+    slurm.add_argument("--partition", metavar="NAME", help="SLURM partition (sbatch --partition)")
+    slurm.add_argument("--account", metavar="NAME", help="SLURM account to charge (sbatch --account)")
+    slurm.add_argument("--cpus-per-job", type=int, metavar="C",
+                       help="CPUs of each job (sbatch --cpus-per-task; default: the cluster's)")
+    slurm.add_argument("--sbatch", action="append", metavar="KEY=VALUE",
+                       help="any other sbatch option, repeatable: --sbatch mem=64G --sbatch constraint=a100 "
+                            "(submitit's additional_parameters)")
+    slurm.add_argument("--signal-delay", type=int, metavar="S",
+                       help="seconds before the time limit at which SLURM warns the job (SIGUSR2), leaving the "
+                            "training that long to checkpoint (submitit's signal_delay_s; default: {})".format(
+                                DEFAULT_SIGNAL_DELAY))
+    slurm.add_argument("--max-timeouts", type=int, metavar="N",
+                       help="how many times a job may reach its time limit and be requeued (submitit's "
+                            "max_num_timeout; pre-emptions do not count; default: {}). After that the job ends "
+                            "with its run interrupted, and the next run of this command resubmits it".format(
+                                DEFAULT_MAX_TIMEOUTS))
+    slurm.add_argument("--submitit-dir", metavar="DIR",
+                       help="where submitit keeps its job files and logs, one folder per job (default: "
+                            "<output>/submitit); on the cluster's shared file system")
+    slurm.add_argument("--submitit-executor", choices=("slurm", "local"),
+                       help="slurm (default): submit to SLURM; local: submitit's LocalExecutor, the same jobs as "
+                            "processes of this machine, all started at once, with the same journal, time limit "
+                            "and signal handling (to try the cluster path without a cluster)")
+    slurm.add_argument("--wait", action="store_true",
+                       help="after submitting, wait until every job has ended, then report; exit status 1 unless "
+                            "every run finished")
+    slurm.add_argument("--resubmit-unknown", action="store_true",
+                       help="also resubmit runs whose job the scheduler has no record of (neither sacct nor "
+                            "squeue knows it)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                    help="config overrides for every run; must come last")
     return p
+
+
+#: Defaults of the SLURM options (kept here so that the help can name them without importing submitit).
+DEFAULT_SIGNAL_DELAY = 90
+DEFAULT_MAX_TIMEOUTS = 10
+#: The options of ``--launcher slurm`` only (argparse dest, option).
+SLURM_OPTIONS = (("time", "--time"), ("partition", "--partition"), ("account", "--account"),
+                 ("cpus_per_job", "--cpus-per-job"), ("sbatch", "--sbatch"), ("signal_delay", "--signal-delay"),
+                 ("max_timeouts", "--max-timeouts"), ("submitit_dir", "--submitit-dir"),
+                 ("submitit_executor", "--submitit-executor"), ("wait", "--wait"),
+                 ("resubmit_unknown", "--resubmit-unknown"))
 
 
 def _fail(message):
@@ -247,10 +315,33 @@ def _thread_env(jobs):
     return env
 
 
-def _run_all(specs, num_gpus, jobs, verbose, echo, python=None):
-    """Train every unfinished run, ``jobs`` at a time -> list of the specs that failed."""
+def _gpu_groups(jobs, gpus_per_job):
+    """``jobs`` disjoint groups of ``gpus_per_job`` GPUs (``CUDA_VISIBLE_DEVICES`` entries) from the GPUs
+    this process sees, or exit with what is missing."""
+    gpus = visible_gpus()
+    needed = jobs * gpus_per_job
+    if needed > len(gpus):
+        where = ("CUDA_VISIBLE_DEVICES={}".format(os.environ["CUDA_VISIBLE_DEVICES"])
+                 if "CUDA_VISIBLE_DEVICES" in os.environ else "torch.cuda.device_count()")
+        _fail("--jobs {} × --gpus-per-job {} needs {} GPUs, but there are {} ({}: {}). Lower --jobs or "
+              "--gpus-per-job, or set CUDA_VISIBLE_DEVICES to the GPUs to use".format(
+                  jobs, gpus_per_job, needed, len(gpus), where, ",".join(gpus) or "none"))
+    return [gpus[i * gpus_per_job:(i + 1) * gpus_per_job] for i in range(jobs)]
+
+
+def _run_all(specs, num_gpus, jobs, verbose, echo, python=None, gpu_groups=None):
+    """Train every unfinished run, ``jobs`` at a time -> list of the specs that failed.
+
+    ``gpu_groups`` (``jobs`` lists of ``CUDA_VISIBLE_DEVICES`` entries): each training takes a free group for
+    its ``CUDA_VISIBLE_DEVICES`` and gives it back when it ends; ``None`` leaves the environment's.
+    """
     env = _thread_env(jobs)
     lock = threading.Lock()
+    free = None
+    if gpu_groups:
+        free = queue.Queue()
+        for group in gpu_groups:
+            free.put(group)
 
     def say(message):
         with lock:  # whole lines from concurrent runs
@@ -265,7 +356,17 @@ def _run_all(specs, num_gpus, jobs, verbose, echo, python=None):
             "fresh": "starting"}[state]))
         if state in ("finished", "running"):
             return None
-        _, code = train_run(spec, num_gpus=num_gpus, verbose=verbose, env=env, python=python, echo=say)
+        group = None if free is None or state == "unmarked" else free.get()
+        try:
+            run_env = env
+            if group is not None:
+                run_env = dict(env, CUDA_VISIBLE_DEVICES=",".join(group))
+                say("[{}/{}] {}: on GPUs {} (CUDA_VISIBLE_DEVICES)".format(i, len(specs), spec.label,
+                                                                           ",".join(group)))
+            _, code = train_run(spec, num_gpus=num_gpus, verbose=verbose, env=run_env, python=python, echo=say)
+        finally:
+            if group is not None:
+                free.put(group)
         if code != 0:
             say("[{}/{}] {}: FAILED with exit code {}; last lines of its output:\n{}".format(
                 i, len(specs), spec.label, code, stdout_tail(spec)))
@@ -282,15 +383,66 @@ def _run_all(specs, num_gpus, jobs, verbose, echo, python=None):
     return [spec for spec in outcomes if spec is not None]
 
 
+def _gpu_options(args):
+    """``--num-gpus`` and ``--gpus-per-job`` checked against each other -> (num_gpus of each training,
+    gpus_per_job or None)."""
+    if args.num_gpus is not None and args.num_gpus < 1:
+        _fail("--num-gpus must be >= 1, got {}".format(args.num_gpus))
+    if args.gpus_per_job is None:
+        return (1 if args.num_gpus is None else args.num_gpus), None
+    if args.gpus_per_job < 1:
+        _fail("--gpus-per-job must be >= 1, got {}".format(args.gpus_per_job))
+    if args.num_gpus is not None and args.num_gpus != args.gpus_per_job:
+        _fail("--num-gpus {} contradicts --gpus-per-job {}: each training uses the GPUs of its job "
+              "(--num-gpus G). Pass one of them".format(args.num_gpus, args.gpus_per_job))
+    return args.gpus_per_job, args.gpus_per_job
+
+
+def _check_launcher_options(args):
+    if args.launcher == "slurm":
+        if args.jobs is not None:
+            _fail("--jobs is for --launcher local; with --launcher slurm every run is a job of its own, run as "
+                  "the cluster allows. Drop --jobs")
+        return
+    given = [option for dest, option in SLURM_OPTIONS if getattr(args, dest) not in (None, False)]
+    if given:
+        _fail("{} {} only with --launcher slurm. Add --launcher slurm (--submitit-executor local tries it on "
+              "this machine), or drop {}".format(", ".join(given), "works" if len(given) == 1 else "work",
+                                                 "it" if len(given) == 1 else "them"))
+
+
+def _slurm_journal():
+    from .slurm import JOURNAL
+
+    return JOURNAL
+
+
+def print_report(specs, output, preset, echo):
+    """Write the report of ``specs`` (``make_report``) and print its tables."""
+    make_report(specs, output, preset)
+    echo("")
+    with open(os.path.join(output, "REPORT.md")) as f:
+        report = f.read()
+    echo(report.split("## Plots")[0].rstrip())
+    echo("\nwritten: {} (and report.csv, runs.csv, map_vs_paper.png, curves/)".format(
+        os.path.join(output, "REPORT.md")))
+
+
 def main(argv=None, echo=print, python=None, prog="tools/reproduce.py"):
     """Entry point; returns the process exit code (1 when a run failed).
 
     ``python``: the interpreter of the trainings (default: this one, ``sys.executable``).
     """
     args = build_parser(prog).parse_args(argv)
-    if args.num_gpus < 1:
-        _fail("--num-gpus must be >= 1, got {}".format(args.num_gpus))
+    num_gpus, gpus_per_job = _gpu_options(args)
+    _check_launcher_options(args)
     specs, output, preset = build_specs(args)
+
+    if args.launcher == "slurm":
+        from . import slurm  # submitit only for this launcher
+
+        return slurm.main(args, specs, output, preset, num_gpus=num_gpus, echo=echo, python=python,
+                          report=print_report)
 
     if args.dry_run:
         for spec in specs:
@@ -298,7 +450,7 @@ def main(argv=None, echo=print, python=None, prog="tools/reproduce.py"):
             if state in ("finished", "unmarked", "running"):
                 echo("# {}: {}, skipped".format(spec.label, state))
                 continue
-            echo(format_command(train_command(spec, args.num_gpus, resume=state == "interrupted", python=python)))
+            echo(format_command(train_command(spec, num_gpus, resume=state == "interrupted", python=python)))
         return 0
 
     failed = []
@@ -306,15 +458,13 @@ def main(argv=None, echo=print, python=None, prog="tools/reproduce.py"):
         jobs = args.jobs or (preset.jobs if preset else 1)
         if jobs < 1:
             _fail("--jobs must be >= 1, got {}".format(jobs))
-        failed = _run_all(specs, args.num_gpus, jobs, args.verbose, echo, python=python)
+        groups = _gpu_groups(jobs, gpus_per_job) if gpus_per_job else None
+        failed = _run_all(specs, num_gpus, jobs, args.verbose, echo, python=python, gpu_groups=groups)
+    elif os.path.isfile(os.path.join(output, _slurm_journal())):
+        echo("Runs of this output folder were submitted with --launcher slurm: add --launcher slurm to see "
+             "their jobs' states.")
 
-    rows, _ = make_report(specs, output, preset)
-    echo("")
-    with open(os.path.join(output, "REPORT.md")) as f:
-        report = f.read()
-    echo(report.split("## Plots")[0].rstrip())
-    echo("\nwritten: {} (and report.csv, runs.csv, map_vs_paper.png, curves/)".format(
-        os.path.join(output, "REPORT.md")))
+    print_report(specs, output, preset, echo)
     if failed:
         echo("{} run(s) failed: {}. Rerun the same command to retry them (finished runs are skipped).".format(
             len(failed), ", ".join(s.label for s in failed)))

@@ -19,12 +19,15 @@ State of a run, read from its folder (:func:`run_state`):
 
 Each launch is appended to ``reproduce_attempts.jsonl`` in the run folder (start, end, exit code), so the
 wall time in the marker adds up all attempts, including ones killed without a chance to say so (their
-end is taken as the last time the run wrote to its folder).
+end is taken as the last time the run wrote to its folder). A start names the training's pid, the pid of
+the process that launched it (``launcher_pid``: the runner, or a SLURM job's process) and, inside a
+submitit job, the job's id (``job_id``).
 """
 import datetime
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -36,7 +39,7 @@ from ..files import (LAST_CHECKPOINT, LOG_TXT, METRICS_JSON, MODEL_FINAL, REPROD
 from ..reliability.lock import process_alive
 
 __all__ = ["RunSpec", "MARKER", "ATTEMPTS", "TRAIN_MODULE", "run_state", "train_command", "train_run",
-           "read_marker", "FORBIDDEN_OPTS"]
+           "read_marker", "visible_gpus", "FORBIDDEN_OPTS"]
 
 MARKER = REPRODUCE_DONE
 ATTEMPTS = REPRODUCE_ATTEMPTS
@@ -200,12 +203,42 @@ def mark_finished(spec):
     return _write_marker(spec, spec.output_dir, None, attempts, wall or None)
 
 
-def train_run(spec, num_gpus=1, verbose=False, env=None, python=None, echo=print):
+def _submitit_job_id():
+    """The id of the submitit job this process runs in (SLURM's, or the local executor's), else ``None``."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    try:
+        import submitit
+
+        return str(submitit.JobEnvironment().job_id)
+    except Exception:  # not inside a job after all, or submitit gone: the record just lacks the id
+        return None
+
+
+def _end_child(proc, timeout):
+    """Make sure the training process ``proc`` has ended, leaving it ``timeout`` seconds to stop by itself
+    after a stop signal (it checkpoints and exits with 75; a second signal is ignored) -> its exit code."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except OSError:
+            pass
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def train_run(spec, num_gpus=1, verbose=False, env=None, python=None, echo=print, on_start=None, stop_timeout=30):
     """Train ``spec`` to the end (fresh or resumed by its state), then write its marker.
 
     The training process's stdout/stderr go to ``<OUTPUT_DIR>/reproduce_stdout.log`` (``verbose``: to
     this process's). Returns ``(state_before, exit_code)``; the marker is written only on exit code 0
-    with a ``model_final.pth``. A ``KeyboardInterrupt`` stops the training process and propagates.
+    with a ``model_final.pth``. ``on_start(proc)`` is called with the training's ``subprocess.Popen`` once it
+    runs (a SLURM job forwards its time-limit signal to it). Left by an exception (Ctrl-C, a job being
+    requeued), the training gets SIGTERM unless it has ended, ``stop_timeout`` seconds to write its checkpoint
+    and exit, then SIGKILL; its end is recorded with its exit code and the exception propagates.
     """
     state = run_state(spec.output_dir)
     if state in ("finished", "running"):
@@ -227,18 +260,24 @@ def train_run(spec, num_gpus=1, verbose=False, env=None, python=None, echo=print
     try:
         started = time.time()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, env=env)
-        start = {"event": "start", "attempt": number, "time": started, "resume": resume, "command": cmd,
-                 "pid": proc.pid, "host": socket.gethostname()}
-        _append_attempt(spec.output_dir, start)
-        attempts.append(start)
+        recorded = False
         try:
+            start = {"event": "start", "attempt": number, "time": started, "resume": resume, "command": cmd,
+                     "pid": proc.pid, "launcher_pid": os.getpid(), "host": socket.gethostname()}
+            job_id = _submitit_job_id()
+            if job_id is not None:
+                start["job_id"] = job_id
+            _append_attempt(spec.output_dir, start)
+            recorded = True
+            attempts.append(start)
+            if on_start is not None:
+                on_start(proc)
             code = proc.wait()
-        except BaseException:  # Ctrl-C reaches the child too; give it a moment, then make sure it is gone
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        except BaseException as error:  # Ctrl-C reaches the child too; a requeued job has stopped it already
+            code = _end_child(proc, stop_timeout)
+            if recorded:
+                _append_attempt(spec.output_dir, {"event": "end", "attempt": number, "time": time.time(),
+                                                  "exit_code": code, "left_by": type(error).__name__})
             raise
     finally:
         if out is not None:
@@ -252,6 +291,33 @@ def train_run(spec, num_gpus=1, verbose=False, env=None, python=None, echo=print
     if code == 0:
         _write_marker(spec, spec.output_dir, cmd, attempts, _attempt_seconds(attempts))
     return state, code
+
+
+def last_attempt(output_dir):
+    """The last record of the run's attempts journal (a dict), or ``None``."""
+    attempts = _read_attempts(output_dir)
+    return attempts[-1] if attempts else None
+
+
+def visible_gpus(env=None):
+    """The GPUs this process may hand out, as ``CUDA_VISIBLE_DEVICES`` entries (list of str): the entries of
+    ``env``'s (default: this process's) ``CUDA_VISIBLE_DEVICES`` when set, else ``0 .. torch.cuda.device_count()-1``.
+    """
+    env = os.environ if env is None else env
+    listed = env.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        devices = []
+        for entry in (e.strip() for e in listed.split(",")):
+            if not entry or entry.startswith("-"):  # CUDA stops at the first invalid entry ("-1": none)
+                break
+            devices.append(entry)
+        return devices
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:
+        return []
 
 
 def stdout_tail(spec, lines=25):
