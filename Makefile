@@ -2,6 +2,9 @@
 # imports together, fastreid 1.4.0 without its stale torch==1.13.1 pins, and this package (editable).
 # test-oldest does the same in .venv-oldest with the oldest supported versions (see below).
 PYTHON ?= python3
+# the editable installs write fastreid_ewth.egg-info into this folder: one at a time when both venvs are
+# being made at once (util-linux flock where there is one)
+EDITABLE_LOCK := $(shell command -v flock >/dev/null 2>&1 && echo "flock .editable-install.lock")
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fastreid_ewth-installed
@@ -14,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch torchvision
 	$(PY) -m pip install --quiet --no-deps fastreid==1.4.0
-	$(PY) -m pip install --quiet -e '.[test,plots,onnx,slurm]'
+	$(EDITABLE_LOCK) $(PY) -m pip install --quiet -e '.[test,plots,onnx,slurm]'
 	$(PY) -c "import torch, torchvision, fastreid_ewth; print('ready: torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 
@@ -51,7 +54,7 @@ $(OLDEST_STAMP): setup.cfg pyproject.toml Makefile $(OLDEST_CONSTRAINTS)
 	test -x $(OLDEST_PY) || "$(PYTHON_OLDEST)" -m venv $(OLDEST_VENV)
 	$(OLDEST_PY) -m pip install --quiet -c $(OLDEST_CONSTRAINTS) torch torchvision numpy
 	$(OLDEST_PY) -m pip install --quiet --no-deps fastreid==1.4.0
-	$(OLDEST_PY) -m pip install --quiet -c $(OLDEST_CONSTRAINTS) -e '.[test,plots,onnx,slurm]'
+	$(EDITABLE_LOCK) $(OLDEST_PY) -m pip install --quiet -c $(OLDEST_CONSTRAINTS) -e '.[test,plots,onnx,slurm]'
 	$(OLDEST_PY) -c "import sys, torch, torchvision, numpy, fastreid_ewth; \
 	  print('ready (oldest): Python', sys.version.split()[0], 'torch', torch.__version__, 'torchvision', torchvision.__version__, 'numpy', numpy.__version__)"
 	touch $(OLDEST_STAMP)
@@ -79,4 +82,4 @@ zoo: $(STAMP)
 	$(PY) tools/reproduce.py --preset zoo
 
 clean:
-	rm -rf $(VENV) $(OLDEST_VENV) logs
+	rm -rf $(VENV) $(OLDEST_VENV) logs .editable-install.lock

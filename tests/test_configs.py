@@ -130,7 +130,10 @@ def synth_batch(datasets_root):
     return synth_train_batch(load("BoT_TH"))
 
 
-@pytest.mark.parametrize("project", PROJECTS)
+# a ResNet-50 step each: on the oldest versions (make test-oldest leaves out heavy) one config per architecture
+# runs, the variants differing only in loss options that tests/test_losses.py covers there
+@pytest.mark.parametrize("project", [p if p in ("BoT_HNEWTH", "AGW_HNEWTH") else pytest.param(p, marks=pytest.mark.heavy)
+                                     for p in PROJECTS])
 def test_project_builds_and_takes_a_training_step(project, synth_batch):
     batch, num_classes = synth_batch
     cfg = load(project)
