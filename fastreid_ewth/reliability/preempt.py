@@ -223,11 +223,11 @@ def forwarding_stop_signals():
 
 
 def train_loop(trainer, requests):
-    """fastreid's ``TrainerBase.train`` for ``trainer``, from ``trainer.start_iter`` (any step of its epoch),
-    stopping with a checkpoint when ``requests`` has a signal (checked after every step and every epoch).
+    """fastreid's ``TrainerBase.train`` for ``trainer``, from any step of its first epoch, stopping with a
+    checkpoint when ``requests`` has a signal (checked after every step and every epoch).
 
-    ``trainer.start_epoch`` is the first epoch to (finish) training; ``trainer.start_iter`` is set by a
-    resume from a mid-epoch checkpoint, else it is that epoch's first iteration.
+    ``trainer.start_epoch`` is the first epoch to train (or finish); training starts at the iteration
+    ``trainer.resume_iteration`` that a resume from a mid-epoch checkpoint sets, else at that epoch's first.
     """
     per_epoch = trainer.iters_per_epoch
     first_epoch = trainer.start_epoch
