@@ -25,7 +25,7 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 # test's time is spent waiting on the training processes it starts. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
 
 # The same suite on the oldest versions this package claims to support: the Python of setup.cfg's
 # python_requires floor (pyenv's, any patch release) with the torch / torchvision / numpy pins of
@@ -63,7 +63,7 @@ $(OLDEST_STAMP): setup.cfg pyproject.toml Makefile $(OLDEST_CONSTRAINTS)
 # tools' scripts) and tests/test_reproduce.py (the runner's bookkeeping, plain Python) run in `make test`
 # only, keeping CI within its time.
 test-oldest: $(OLDEST_STAMP)
-	$(OLDEST_PY) -m pytest -q -m "not heavy" --ignore=tests/test_reproduce.py tests
+	$(OLDEST_PY) -m pytest -q -m "not heavy" --ignore=tests/test_reproduce.py --durations=25 tests
 
 demo: $(STAMP)
 	@echo "== SynthReID, untrained model (chance-level baseline) =="

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import traceback
 
 import pytest
 import torch
@@ -22,6 +23,22 @@ def run(tmp_path, *opts, config="projects/Demo.yml", eval_only=False, datasets=N
         env["FASTREID_DATASETS"] = str(datasets)
     res = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env)
     return res, out
+
+
+def refused_in_process(tmp_path, monkeypatch, *opts, config="projects/Demo.yml"):
+    """Run the command's entry point (what tools/train_net.py calls) in this process, expecting a refusal;
+    returns (the traceback as the command would print it, OUTPUT_DIR).
+
+    For the checks that run before anything is set up (nothing of one call stays behind for the next): a
+    subprocess each would cost a torch + fastreid import. test_a_rejection_reaches_the_command_line takes one
+    such refusal through the real command line."""
+    from fastreid_ewth.train import run as train_run
+
+    out = tmp_path / "out"
+    monkeypatch.chdir(REPO)
+    with pytest.raises(Exception) as raised:
+        train_run(["--config-file", config] + list(opts) + ["OUTPUT_DIR", str(out)])
+    return "".join(traceback.format_exception(raised.type, raised.value, raised.tb)), out
 
 
 CASES = [
@@ -48,7 +65,15 @@ CASES = [
 
 
 @pytest.mark.parametrize("name, opts, messages", CASES, ids=[c[0] for c in CASES])
-def test_rejected_before_anything_is_written(name, opts, messages, tmp_path, datasets_root):
+def test_rejected_before_anything_is_written(name, opts, messages, tmp_path, datasets_root, monkeypatch):
+    shown, out = refused_in_process(tmp_path, monkeypatch, *opts)
+    for message in messages:
+        assert message in shown, shown[-2000:]
+    assert not out.exists(), sorted(os.listdir(out))
+
+
+def test_a_rejection_reaches_the_command_line(tmp_path, datasets_root):
+    name, opts, messages = CASES[0]
     res, out = run(tmp_path, *opts)
     assert res.returncode != 0
     for message in messages:

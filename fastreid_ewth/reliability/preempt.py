@@ -284,8 +284,7 @@ def _stop_if_requested(trainer, requests, epoch_done):
         trainer.training_state.collect()
         trainer.checkpointer.save(INTERRUPTED, epoch=completed, iteration=iteration)
         path = os.path.join(trainer.checkpointer.save_dir, INTERRUPTED + ".pth")
-    comm.synchronize()  # every rank waits for rank 0's write before any exits
-    trainer.data_loader.close()
+    comm.synchronize()  # every rank waits for rank 0's write before any exits (train_loop closes the loader)
     if epoch_done:
         where = "iteration {} (the end of epoch {})".format(iteration, trainer.epoch)
     elif iteration == trainer.start_iter:
