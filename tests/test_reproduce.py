@@ -458,7 +458,7 @@ def reproduced(tmp_path_factory, small_root):
             try:
                 deadline = time.time() + 900
                 # after epoch 1's checkpoint and its metrics.json record (written after the checkpoint: a kill
-                # between the two would leave the epoch without its record), i.e. during epoch 2 (of 3)
+                # between the two would leave the epoch without its record), i.e. during epoch 2 (of TINY_EPOCHS)
                 while not ((killed_run / "last_checkpoint").exists() and (killed_run / "metrics.json").exists()
                            and (killed_run / "metrics.json").stat().st_size > 0):
                     assert first.poll() is None, (out / "first_invocation.log").read_text()[-3000:]
